@@ -1,0 +1,800 @@
+//! Configuration: typed structs, their defaults, validation, and errors that name the
+//! file, line and key.
+//!
+//! The defaults live here (the `Default` impls); `config/default.toml` spells out the
+//! same values with a comment on where each number comes from, and a test holds the two
+//! equal. A user file only needs the keys it changes.
+
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::normalize::{Cidr, CidrSet};
+use crate::signal::{EntityType, Rule, Severity};
+
+/// The embedded default configuration, the same text as `config/default.toml`.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{origin}{line}: {message}")]
+    Invalid { origin: String, line: LineRef, message: String },
+}
+
+/// `:LINE` when the offending key is in the file, nothing when it came from defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LineRef(pub Option<usize>);
+
+impl fmt::Display for LineRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(l) => write!(f, ":{l}"),
+            None => Ok(()),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Durations
+
+/// A duration written with a unit: `500ms`, `30s`, `5m`, `24h`, `7d`. Stored in ms.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Dur(pub i64);
+
+impl Dur {
+    pub const fn secs(s: i64) -> Dur {
+        Dur(s * 1000)
+    }
+    pub const fn mins(m: i64) -> Dur {
+        Dur(m * 60_000)
+    }
+    pub const fn hours(h: i64) -> Dur {
+        Dur(h * 3_600_000)
+    }
+    pub fn ms(self) -> i64 {
+        self.0
+    }
+}
+
+impl fmt::Display for Dur {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = self.0;
+        for (unit, n) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)] {
+            if ms != 0 && ms % n == 0 {
+                return write!(f, "{}{unit}", ms / n);
+            }
+        }
+        write!(f, "{ms}ms")
+    }
+}
+
+impl FromStr for Dur {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Dur, String> {
+        let t = s.trim();
+        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let n: i64 = num.parse().map_err(|_| format!("`{s}` is not a duration (use e.g. 30s, 5m, 24h)"))?;
+        let mult = match unit {
+            "ms" => 1,
+            "s" => 1000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            _ => return Err(format!("`{s}` has no known unit (ms, s, m, h, d)")),
+        };
+        n.checked_mul(mult).map(Dur).ok_or_else(|| format!("`{s}` is too long"))
+    }
+}
+
+impl Serialize for Dur {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Dur, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Sections
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub input: InputConfig,
+    pub normalize: NormalizeConfig,
+    pub time: TimeConfig,
+    pub state: StateConfig,
+    pub signals: SignalsConfig,
+    pub rules: RulesConfig,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum InputFormat {
+    /// atowatch's own schema (`../shared/design.md`, "Events in").
+    #[default]
+    Native,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InputConfig {
+    pub format: InputFormat,
+    pub max_event_bytes: usize,
+}
+
+impl Default for InputConfig {
+    fn default() -> Self {
+        InputConfig { format: InputFormat::Native, max_event_bytes: 65_536 }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NormalizeConfig {
+    pub trusted_proxies: Vec<String>,
+    pub ipv6_prefix: u8,
+    pub allowlist: Vec<String>,
+    pub lowercase_accounts: bool,
+}
+
+impl Default for NormalizeConfig {
+    fn default() -> Self {
+        NormalizeConfig {
+            trusted_proxies: ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "127.0.0.0/8", "::1/128", "fc00::/7"]
+                .map(String::from)
+                .to_vec(),
+            ipv6_prefix: 64,
+            allowlist: Vec::new(),
+            lowercase_accounts: true,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TimeConfig {
+    pub allowed_lateness: Dur,
+    pub max_forward_jump: Dur,
+    pub jump_confirmations: u32,
+    pub dedup_window: Dur,
+}
+
+impl Default for TimeConfig {
+    fn default() -> Self {
+        TimeConfig {
+            allowed_lateness: Dur::secs(60),
+            max_forward_jump: Dur::hours(1),
+            jump_confirmations: 3,
+            dedup_window: Dur::mins(10),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StateConfig {
+    pub max_ips: usize,
+    pub max_accounts: usize,
+    pub max_services: usize,
+    pub max_dedup_ids: usize,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        StateConfig { max_ips: 1_000_000, max_accounts: 1_000_000, max_services: 10_000, max_dedup_ids: 1_000_000 }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SignalsConfig {
+    pub escalation_factor: f64,
+    pub sample_size: usize,
+}
+
+impl Default for SignalsConfig {
+    fn default() -> Self {
+        SignalsConfig { escalation_factor: 5.0, sample_size: 5 }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RulesConfig {
+    pub bruteforce: BruteforceConfig,
+    pub distributed_bruteforce: DistributedBruteforceConfig,
+    pub credential_stuffing: CredentialStuffingConfig,
+    pub credential_stuffing_slow: CredentialStuffingSlowConfig,
+    pub user_enumeration: UserEnumerationConfig,
+    pub ip_velocity: IpVelocityConfig,
+    pub distributed_credential_stuffing: DistributedCredentialStuffingConfig,
+    pub campaign_participant: CampaignParticipantConfig,
+    pub account_takeover: AccountTakeoverConfig,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BruteforceConfig {
+    pub enabled: bool,
+    pub window: Dur,
+    pub min_failures: u32,
+    pub severity: Severity,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cooldown: Option<Dur>,
+}
+
+impl Default for BruteforceConfig {
+    fn default() -> Self {
+        BruteforceConfig { enabled: true, window: Dur::mins(5), min_failures: 10, severity: Severity::Medium, cooldown: None }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DistributedBruteforceConfig {
+    pub enabled: bool,
+    pub window: Dur,
+    pub min_failures: u32,
+    pub min_distinct_ips: u32,
+    pub severity: Severity,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cooldown: Option<Dur>,
+}
+
+impl Default for DistributedBruteforceConfig {
+    fn default() -> Self {
+        DistributedBruteforceConfig {
+            enabled: true,
+            window: Dur::mins(10),
+            min_failures: 10,
+            min_distinct_ips: 5,
+            severity: Severity::High,
+            cooldown: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CredentialStuffingConfig {
+    pub enabled: bool,
+    pub window: Dur,
+    pub min_failures: u32,
+    pub min_distinct_accounts: u32,
+    pub min_failure_ratio: f64,
+    pub severity: Severity,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cooldown: Option<Dur>,
+}
+
+impl Default for CredentialStuffingConfig {
+    fn default() -> Self {
+        CredentialStuffingConfig {
+            enabled: true,
+            window: Dur::mins(10),
+            min_failures: 20,
+            min_distinct_accounts: 10,
+            min_failure_ratio: 0.5,
+            severity: Severity::High,
+            cooldown: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CredentialStuffingSlowConfig {
+    pub enabled: bool,
+    pub window: Dur,
+    pub min_failures: u32,
+    pub min_distinct_accounts: u32,
+    pub severity: Severity,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cooldown: Option<Dur>,
+}
+
+impl Default for CredentialStuffingSlowConfig {
+    fn default() -> Self {
+        CredentialStuffingSlowConfig {
+            enabled: true,
+            window: Dur::hours(24),
+            min_failures: 100,
+            min_distinct_accounts: 10,
+            severity: Severity::Medium,
+            cooldown: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UserEnumerationConfig {
+    pub enabled: bool,
+    pub window: Dur,
+    pub min_failures: u32,
+    pub min_distinct_accounts: u32,
+    pub severity: Severity,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cooldown: Option<Dur>,
+}
+
+impl Default for UserEnumerationConfig {
+    fn default() -> Self {
+        UserEnumerationConfig {
+            enabled: true,
+            window: Dur::mins(10),
+            min_failures: 10,
+            min_distinct_accounts: 5,
+            severity: Severity::Medium,
+            cooldown: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IpVelocityConfig {
+    pub enabled: bool,
+    pub window: Dur,
+    pub min_attempts: u32,
+    pub severity: Severity,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cooldown: Option<Dur>,
+}
+
+impl Default for IpVelocityConfig {
+    fn default() -> Self {
+        IpVelocityConfig { enabled: true, window: Dur::mins(1), min_attempts: 120, severity: Severity::Medium, cooldown: None }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DistributedCredentialStuffingConfig {
+    pub enabled: bool,
+    pub window: Dur,
+    pub min_failures: u32,
+    pub baseline_factor: f64,
+    pub max_required_ratio: f64,
+    pub min_distinct_ips: u32,
+    pub min_distinct_accounts: u32,
+    pub baseline_window: Dur,
+    pub min_baseline_attempts: u32,
+    pub default_baseline_ratio: f64,
+    pub severity: Severity,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cooldown: Option<Dur>,
+}
+
+impl Default for DistributedCredentialStuffingConfig {
+    fn default() -> Self {
+        DistributedCredentialStuffingConfig {
+            enabled: true,
+            window: Dur::mins(5),
+            min_failures: 200,
+            baseline_factor: 3.0,
+            max_required_ratio: 0.9,
+            min_distinct_ips: 50,
+            min_distinct_accounts: 100,
+            baseline_window: Dur::hours(1),
+            min_baseline_attempts: 100,
+            default_baseline_ratio: 0.1,
+            severity: Severity::High,
+            cooldown: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CampaignParticipantConfig {
+    pub enabled: bool,
+    pub min_distinct_accounts: u32,
+    pub severity: Severity,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cooldown: Option<Dur>,
+}
+
+impl Default for CampaignParticipantConfig {
+    fn default() -> Self {
+        CampaignParticipantConfig { enabled: true, min_distinct_accounts: 2, severity: Severity::Medium, cooldown: None }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccountTakeoverConfig {
+    pub enabled: bool,
+    pub window: Dur,
+    pub severity: Severity,
+    pub severity_from_attacker_ip: Severity,
+    pub max_lookback_successes: u32,
+    pub ip_rules: Vec<Rule>,
+    pub account_rules: Vec<Rule>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cooldown: Option<Dur>,
+}
+
+impl Default for AccountTakeoverConfig {
+    fn default() -> Self {
+        AccountTakeoverConfig {
+            enabled: true,
+            window: Dur::hours(1),
+            severity: Severity::High,
+            severity_from_attacker_ip: Severity::Critical,
+            max_lookback_successes: 16,
+            ip_rules: vec![
+                Rule::CredentialStuffing,
+                Rule::CredentialStuffingSlow,
+                Rule::UserEnumeration,
+                Rule::CampaignParticipant,
+            ],
+            account_rules: vec![Rule::Bruteforce, Rule::DistributedBruteforce],
+            cooldown: None,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Loading and validation
+
+/// A validation failure: the dotted key and what is wrong with it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyError {
+    pub key: String,
+    pub message: String,
+}
+
+fn key_err(key: &str, message: impl Into<String>) -> KeyError {
+    KeyError { key: key.to_string(), message: message.into() }
+}
+
+impl Config {
+    /// Loads a file, or the embedded defaults when `path` is `None`.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        match path {
+            None => Config::from_toml_str(DEFAULT_TOML, "<embedded default.toml>"),
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .map_err(|source| ConfigError::Read { path: p.display().to_string(), source })?;
+                Config::from_toml_str(&text, &p.display().to_string())
+            }
+        }
+    }
+
+    /// Parses and validates TOML text; `origin` names it in errors.
+    pub fn from_toml_str(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| {
+            let offset = e.span().map(|s| s.start);
+            let line = offset.map(|o| line_of(text, o));
+            let key = offset.and_then(|o| key_path_at(text, o));
+            let message = match key {
+                Some(k) if !e.message().contains(&format!("`{k}`")) => format!("{k}: {}", e.message()),
+                _ => e.message().to_string(),
+            };
+            ConfigError::Invalid { origin: origin.to_string(), line: LineRef(line), message }
+        })?;
+        if let Err(ke) = cfg.validate() {
+            let line = line_of_key(text, &ke.key);
+            return Err(ConfigError::Invalid {
+                origin: origin.to_string(),
+                line: LineRef(line),
+                message: format!("{}: {}", ke.key, ke.message),
+            });
+        }
+        Ok(cfg)
+    }
+
+    /// The effective configuration, as TOML.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("config serializes")
+    }
+
+    pub fn trusted_proxies(&self) -> CidrSet {
+        CidrSet::new(self.normalize.trusted_proxies.iter().filter_map(|s| s.parse::<Cidr>().ok()).collect())
+    }
+
+    pub fn allowlist(&self) -> CidrSet {
+        CidrSet::new(self.normalize.allowlist.iter().filter_map(|s| s.parse::<Cidr>().ok()).collect())
+    }
+
+    /// Every impossible value is an error naming its key.
+    pub fn validate(&self) -> Result<(), KeyError> {
+        let n = &self.normalize;
+        for (i, c) in n.trusted_proxies.iter().enumerate() {
+            c.parse::<Cidr>().map_err(|m| key_err(&format!("normalize.trusted_proxies[{i}]"), m))?;
+        }
+        for (i, c) in n.allowlist.iter().enumerate() {
+            c.parse::<Cidr>().map_err(|m| key_err(&format!("normalize.allowlist[{i}]"), m))?;
+        }
+        if !(1..=128).contains(&n.ipv6_prefix) {
+            return Err(key_err("normalize.ipv6_prefix", format!("must be 1..=128 (got {})", n.ipv6_prefix)));
+        }
+        if self.input.max_event_bytes < 256 {
+            return Err(key_err("input.max_event_bytes", "must be at least 256"));
+        }
+        let t = &self.time;
+        non_negative("time.allowed_lateness", t.allowed_lateness)?;
+        positive("time.max_forward_jump", t.max_forward_jump)?;
+        non_negative("time.dedup_window", t.dedup_window)?;
+        if t.jump_confirmations == 0 {
+            return Err(key_err("time.jump_confirmations", "must be at least 1"));
+        }
+        if t.max_forward_jump <= t.allowed_lateness {
+            return Err(key_err("time.max_forward_jump", "must be longer than time.allowed_lateness"));
+        }
+        let s = &self.state;
+        for (k, v) in [
+            ("state.max_ips", s.max_ips),
+            ("state.max_accounts", s.max_accounts),
+            ("state.max_services", s.max_services),
+            ("state.max_dedup_ids", s.max_dedup_ids),
+        ] {
+            if v == 0 {
+                return Err(key_err(k, "must be at least 1"));
+            }
+        }
+        if self.signals.escalation_factor.is_nan() || self.signals.escalation_factor <= 1.0 {
+            return Err(key_err("signals.escalation_factor", "must be greater than 1"));
+        }
+        if self.signals.sample_size == 0 || self.signals.sample_size > 100 {
+            return Err(key_err("signals.sample_size", "must be 1..=100"));
+        }
+        let r = &self.rules;
+        let p = "rules.bruteforce";
+        positive(&format!("{p}.window"), r.bruteforce.window)?;
+        at_least_one(&format!("{p}.min_failures"), r.bruteforce.min_failures)?;
+        cooldown(p, r.bruteforce.cooldown)?;
+
+        let p = "rules.distributed_bruteforce";
+        positive(&format!("{p}.window"), r.distributed_bruteforce.window)?;
+        at_least_one(&format!("{p}.min_failures"), r.distributed_bruteforce.min_failures)?;
+        at_least_one(&format!("{p}.min_distinct_ips"), r.distributed_bruteforce.min_distinct_ips)?;
+        cooldown(p, r.distributed_bruteforce.cooldown)?;
+
+        let p = "rules.credential_stuffing";
+        positive(&format!("{p}.window"), r.credential_stuffing.window)?;
+        at_least_one(&format!("{p}.min_failures"), r.credential_stuffing.min_failures)?;
+        at_least_one(&format!("{p}.min_distinct_accounts"), r.credential_stuffing.min_distinct_accounts)?;
+        ratio(&format!("{p}.min_failure_ratio"), r.credential_stuffing.min_failure_ratio)?;
+        cooldown(p, r.credential_stuffing.cooldown)?;
+
+        let p = "rules.credential_stuffing_slow";
+        positive(&format!("{p}.window"), r.credential_stuffing_slow.window)?;
+        at_least_one(&format!("{p}.min_failures"), r.credential_stuffing_slow.min_failures)?;
+        at_least_one(&format!("{p}.min_distinct_accounts"), r.credential_stuffing_slow.min_distinct_accounts)?;
+        cooldown(p, r.credential_stuffing_slow.cooldown)?;
+
+        let p = "rules.user_enumeration";
+        positive(&format!("{p}.window"), r.user_enumeration.window)?;
+        at_least_one(&format!("{p}.min_failures"), r.user_enumeration.min_failures)?;
+        at_least_one(&format!("{p}.min_distinct_accounts"), r.user_enumeration.min_distinct_accounts)?;
+        if r.user_enumeration.min_distinct_accounts > r.user_enumeration.min_failures {
+            return Err(key_err(
+                &format!("{p}.min_distinct_accounts"),
+                "cannot exceed min_failures (each distinct account needs a failure)",
+            ));
+        }
+        cooldown(p, r.user_enumeration.cooldown)?;
+
+        let p = "rules.ip_velocity";
+        positive(&format!("{p}.window"), r.ip_velocity.window)?;
+        at_least_one(&format!("{p}.min_attempts"), r.ip_velocity.min_attempts)?;
+        cooldown(p, r.ip_velocity.cooldown)?;
+
+        let p = "rules.distributed_credential_stuffing";
+        let d = &r.distributed_credential_stuffing;
+        positive(&format!("{p}.window"), d.window)?;
+        if d.window.ms() % 1000 != 0 || d.window.ms() < 10_000 {
+            return Err(key_err(&format!("{p}.window"), "must be whole seconds and at least 10s"));
+        }
+        at_least_one(&format!("{p}.min_failures"), d.min_failures)?;
+        at_least_one(&format!("{p}.min_distinct_ips"), d.min_distinct_ips)?;
+        at_least_one(&format!("{p}.min_distinct_accounts"), d.min_distinct_accounts)?;
+        if d.baseline_factor.is_nan() || d.baseline_factor < 1.0 {
+            return Err(key_err(&format!("{p}.baseline_factor"), "must be at least 1"));
+        }
+        ratio(&format!("{p}.max_required_ratio"), d.max_required_ratio)?;
+        ratio(&format!("{p}.default_baseline_ratio"), d.default_baseline_ratio)?;
+        if d.baseline_window < d.window {
+            return Err(key_err(&format!("{p}.baseline_window"), "must be at least the rule's window"));
+        }
+        cooldown(p, d.cooldown)?;
+
+        let p = "rules.campaign_participant";
+        at_least_one(&format!("{p}.min_distinct_accounts"), r.campaign_participant.min_distinct_accounts)?;
+        cooldown(p, r.campaign_participant.cooldown)?;
+
+        let p = "rules.account_takeover";
+        positive(&format!("{p}.window"), r.account_takeover.window)?;
+        if r.account_takeover.max_lookback_successes > 1024 {
+            return Err(key_err(&format!("{p}.max_lookback_successes"), "must be at most 1024"));
+        }
+        for (i, rule) in r.account_takeover.ip_rules.iter().enumerate() {
+            if rule.entity_type() != EntityType::Ip {
+                return Err(key_err(&format!("{p}.ip_rules[{i}]"), format!("{rule} is not an IP rule")));
+            }
+        }
+        for (i, rule) in r.account_takeover.account_rules.iter().enumerate() {
+            if rule.entity_type() != EntityType::Account || *rule == Rule::AccountTakeover {
+                return Err(key_err(&format!("{p}.account_rules[{i}]"), format!("{rule} is not an attack rule on accounts")));
+            }
+        }
+        cooldown(p, r.account_takeover.cooldown)?;
+        Ok(())
+    }
+}
+
+fn positive(key: &str, d: Dur) -> Result<(), KeyError> {
+    if d.ms() <= 0 { Err(key_err(key, format!("must be longer than 0 (got {d})"))) } else { Ok(()) }
+}
+
+fn non_negative(key: &str, d: Dur) -> Result<(), KeyError> {
+    if d.ms() < 0 { Err(key_err(key, "must not be negative")) } else { Ok(()) }
+}
+
+fn at_least_one(key: &str, v: u32) -> Result<(), KeyError> {
+    if v == 0 { Err(key_err(key, "must be at least 1 (0 would fire on every event)")) } else { Ok(()) }
+}
+
+fn ratio(key: &str, v: f64) -> Result<(), KeyError> {
+    if v.is_nan() || v <= 0.0 || v > 1.0 {
+        Err(key_err(key, format!("must be a ratio in (0, 1] (got {v})")))
+    } else {
+        Ok(())
+    }
+}
+
+fn cooldown(rule: &str, c: Option<Dur>) -> Result<(), KeyError> {
+    match c {
+        Some(d) => non_negative(&format!("{rule}.cooldown"), d),
+        None => Ok(()),
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].bytes().filter(|b| *b == b'\n').count() + 1
+}
+
+/// The line where a dotted key (`rules.bruteforce.window`, `normalize.allowlist[2]`) is
+/// written, if the file writes it.
+fn line_of_key(text: &str, key: &str) -> Option<usize> {
+    let doc = toml_edit::ImDocument::parse(text).ok()?;
+    let mut item: &toml_edit::Item = doc.as_item();
+    let mut span = None;
+    for part in key.split('.') {
+        let (name, index) = match part.split_once('[') {
+            Some((n, i)) => (n, i.trim_end_matches(']').parse::<usize>().ok()),
+            None => (part, None),
+        };
+        let table = item.as_table_like()?;
+        let (k, v) = table.get_key_value(name)?;
+        span = k.span().or(span);
+        item = v;
+        if let Some(i) = index {
+            if let Some(el) = item.as_array().and_then(|a| a.get(i)) {
+                span = el.span().or(span);
+            }
+        }
+    }
+    span.map(|s| line_of(text, s.start))
+}
+
+/// The dotted key whose key or value covers `offset`, for errors from the deserializer
+/// that name only the bad value.
+fn key_path_at(text: &str, offset: usize) -> Option<String> {
+    let doc = toml_edit::ImDocument::parse(text).ok()?;
+    let mut path: Vec<String> = Vec::new();
+    let mut table = doc.as_table() as &dyn toml_edit::TableLike;
+    'descend: loop {
+        for (k, v) in table.iter() {
+            let key_span = table.key(k).and_then(|key| key.span());
+            let covers = |s: Option<std::ops::Range<usize>>| s.is_some_and(|s| s.contains(&offset));
+            if let Some(t) = v.as_table_like() {
+                if covers(key_span.clone()) {
+                    path.push(k.to_string());
+                    return Some(path.join("."));
+                }
+                if table_contains(t, offset) {
+                    path.push(k.to_string());
+                    table = t;
+                    continue 'descend;
+                }
+            } else if covers(key_span) || covers(v.span()) {
+                path.push(k.to_string());
+                return Some(path.join("."));
+            }
+        }
+        return (!path.is_empty()).then(|| path.join("."));
+    }
+}
+
+fn table_contains(t: &dyn toml_edit::TableLike, offset: usize) -> bool {
+    t.iter().any(|(k, v)| {
+        let ks = t.key(k).and_then(|key| key.span());
+        ks.is_some_and(|s| s.contains(&offset))
+            || v.span().is_some_and(|s| s.contains(&offset))
+            || v.as_table_like().is_some_and(|inner| table_contains(inner, offset))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_toml_is_exactly_the_builtin_defaults() {
+        let parsed = Config::from_toml_str(DEFAULT_TOML, "default.toml").unwrap();
+        assert_eq!(parsed, Config::default());
+    }
+
+    #[test]
+    fn empty_file_means_defaults() {
+        assert_eq!(Config::from_toml_str("", "x").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn durations_parse_and_print() {
+        assert_eq!("5m".parse::<Dur>().unwrap(), Dur::mins(5));
+        assert_eq!("24h".parse::<Dur>().unwrap().to_string(), "1d");
+        assert_eq!("1500ms".parse::<Dur>().unwrap().to_string(), "1500ms");
+        assert!("5".parse::<Dur>().is_err());
+        assert!("5 minutes".parse::<Dur>().is_err());
+    }
+
+    fn err(text: &str) -> String {
+        Config::from_toml_str(text, "my.toml").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_naming_file_line_and_key() {
+        let e = err("[rules.bruteforce]\nwindow = \"5m\"\nmin_failure = 3\n");
+        assert!(e.starts_with("my.toml:3:"), "{e}");
+        assert!(e.contains("min_failure"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_names_the_key_and_line() {
+        let e = err("[rules.credential_stuffing]\n\nmin_failures = \"lots\"\n");
+        assert!(e.starts_with("my.toml:3:"), "{e}");
+        assert!(e.contains("rules.credential_stuffing.min_failures"), "{e}");
+    }
+
+    #[test]
+    fn bad_duration_names_the_key() {
+        let e = err("[time]\nallowed_lateness = \"soon\"\n");
+        assert!(e.contains("time.allowed_lateness") && e.contains("soon"), "{e}");
+        assert!(e.starts_with("my.toml:2:"), "{e}");
+    }
+
+    #[test]
+    fn impossible_values_name_the_key_and_line() {
+        let e = err("# c\n[rules.bruteforce]\nmin_failures = 0\n");
+        assert_eq!(e, "my.toml:3: rules.bruteforce.min_failures: must be at least 1 (0 would fire on every event)");
+        let e = err("[rules.credential_stuffing]\nmin_failure_ratio = 1.5\n");
+        assert!(e.starts_with("my.toml:2: rules.credential_stuffing.min_failure_ratio"), "{e}");
+        let e = err("[normalize]\nallowlist = [\"10.0.0.0/8\", \"nope\"]\n");
+        assert!(e.contains("normalize.allowlist[1]") && e.contains("nope"), "{e}");
+        let e = err("[rules.account_takeover]\nip_rules = [\"bruteforce\"]\n");
+        assert!(e.starts_with("my.toml:2: rules.account_takeover.ip_rules[0]"), "{e}");
+        let e = err("[rules.user_enumeration]\nmin_failures = 3\n");
+        assert!(e.contains("rules.user_enumeration.min_distinct_accounts"), "{e}");
+    }
+
+    #[test]
+    fn effective_config_round_trips() {
+        let c = Config::default();
+        assert_eq!(Config::from_toml_str(&c.to_toml(), "x").unwrap(), c);
+    }
+}

@@ -1,0 +1,63 @@
+//! `credential_stuffing_slow`: low-and-slow stuffing that stays under the 10-minute
+//! thresholds but adds up over a day.
+//! Anchor: Auth0 suspicious-IP throttling, 100 failed attempts per IP per day.
+
+use crate::config::CredentialStuffingSlowConfig;
+use crate::detectors::{Fire, escalation_count, severity_for};
+use crate::engine::distinct::DistinctWindow;
+use crate::engine::window::TsWindow;
+use crate::normalize::IpKey;
+use crate::signal::{Counts, Entity, EntityType, Rule};
+
+#[derive(Default)]
+pub struct IpState {
+    failures: TsWindow,
+    accounts: DistinctWindow,
+}
+
+impl IpState {
+    pub fn heap_bytes(&self) -> usize {
+        self.failures.heap_bytes() + self.accounts.heap_bytes()
+    }
+}
+
+pub fn observe_failure(
+    cfg: &CredentialStuffingSlowConfig,
+    factor: f64,
+    st: &mut IpState,
+    t: i64,
+    account: u64,
+    watermark: i64,
+    ip: &IpKey,
+    samples: usize,
+) -> Option<Fire> {
+    let w = cfg.window.ms();
+    let horizon = watermark.saturating_sub(w);
+    let esc = escalation_count(cfg.min_failures, factor);
+    st.accounts.insert(account, t, horizon, w, (cfg.min_distinct_accounts as usize * 2).max(16));
+    let idx = st.failures.insert(t, horizon, esc)?;
+    let end = st.failures.crossing(idx, cfg.min_failures as usize, w)?;
+    let accounts = st.accounts.count(end, w);
+    if accounts < cfg.min_distinct_accounts as u64 {
+        return None;
+    }
+    let failures = st.failures.count_in(end, w);
+    Some(Fire {
+        rule: Rule::CredentialStuffingSlow,
+        severity: severity_for(cfg.severity, failures, esc),
+        ts: end,
+        window: cfg.window,
+        entity: Entity { kind: EntityType::Ip, value: ip.to_string() },
+        counts: Counts { failures: Some(failures as u64), distinct_accounts: Some(accounts), ..Default::default() },
+        thresholds: Counts {
+            failures: Some(cfg.min_failures as u64),
+            distinct_accounts: Some(cfg.min_distinct_accounts as u64),
+            ..Default::default()
+        },
+        sample_accounts: st.accounts.recent(end, w, samples),
+        sample_ips: Vec::new(),
+        because: None,
+        trace_ids: Vec::new(),
+        summary: format!("{ip} failed logins on {accounts} accounts in {} ({failures} failures)", cfg.window),
+    })
+}

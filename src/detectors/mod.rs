@@ -1,0 +1,91 @@
+//! The rules, one file each. A detector reads the entity features the engine keeps
+//! (`crate::engine::state`) plus any state of its own, and returns a [`Fire`] when its
+//! threshold is crossed. The engine applies cooldowns, flags, and turns fires into
+//! signals. Nothing here allocates unless a rule fires.
+
+pub mod account_takeover;
+pub mod bruteforce;
+pub mod campaign_participant;
+pub mod credential_stuffing;
+pub mod credential_stuffing_slow;
+pub mod distributed_bruteforce;
+pub mod distributed_credential_stuffing;
+pub mod ip_velocity;
+pub mod user_enumeration;
+
+use crate::config::Dur;
+use crate::signal::{Counts, Entity, Rule, Severity};
+
+/// A rule crossed its threshold. Sample members are hashes the engine resolves to names.
+#[derive(Clone, Debug)]
+pub struct Fire {
+    pub rule: Rule,
+    pub severity: Severity,
+    /// Event time at which the threshold was crossed.
+    pub ts: i64,
+    pub window: Dur,
+    pub entity: Entity,
+    pub counts: Counts,
+    pub thresholds: Counts,
+    pub sample_accounts: Vec<u64>,
+    pub sample_ips: Vec<u64>,
+    pub because: Option<String>,
+    /// Filled by the engine from the entity's recent events.
+    pub trace_ids: Vec<String>,
+    pub summary: String,
+}
+
+/// One signal per (rule, entity) per cooldown; a higher severity re-emits at once.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Cooldown {
+    until: i64,
+    sev: Option<Severity>,
+}
+
+impl Cooldown {
+    pub fn allow(&mut self, ts: i64, sev: Severity, cooldown_ms: i64) -> bool {
+        if let Some(prev) = self.sev {
+            if ts < self.until && sev <= prev {
+                return false;
+            }
+        }
+        self.until = ts.saturating_add(cooldown_ms);
+        self.sev = Some(sev);
+        true
+    }
+}
+
+/// State an entity gets once a rule has fired on it: cooldowns, and the flag other rules
+/// consult ("this IP attacked", "this account is under attack").
+#[derive(Clone, Debug, Default)]
+pub struct Fired {
+    pub cooldowns: [Cooldown; Rule::ALL.len()],
+    pub flagged_until: i64,
+    pub flag_rule: Option<Rule>,
+}
+
+impl Fired {
+    pub fn flag(&mut self, rule: Rule, until: i64) {
+        if until > self.flagged_until {
+            self.flagged_until = until;
+            self.flag_rule = Some(rule);
+        }
+    }
+    pub fn flagged_at(&self, ts: i64) -> Option<Rule> {
+        if ts <= self.flagged_until { self.flag_rule } else { None }
+    }
+}
+
+/// The count at which a rule's severity goes up one step.
+pub fn escalation_count(threshold: u32, factor: f64) -> usize {
+    ((threshold as f64) * factor).ceil().max(threshold as f64 + 1.0) as usize
+}
+
+/// Base severity, one step up at the escalation count.
+pub fn severity_for(base: Severity, count: usize, esc: usize) -> Severity {
+    if count >= esc { base.escalate() } else { base }
+}
+
+pub fn ratio(num: u64, den: u64) -> f64 {
+    if den == 0 { 0.0 } else { num as f64 / den as f64 }
+}

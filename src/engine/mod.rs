@@ -1,0 +1,646 @@
+//! The detection engine: validated events in, signals out.
+//!
+//! One `Engine` owns all state and is driven by one task through `&mut self` (no locks).
+//! Replay and the Kafka runtime both drive it, so they find the same signals on the same
+//! events. Per event: resolve the client IP and account, admit the event time (late,
+//! wild, duplicate), then update account, IP and service features in that order and run
+//! the rules over them; fires pass cooldowns, flag their entity, and become signals.
+
+pub mod clock;
+pub mod dedup;
+pub mod distinct;
+pub mod state;
+pub mod table;
+pub mod window;
+
+use std::net::IpAddr;
+
+use compact_str::CompactString;
+
+use crate::config::Config;
+use crate::detectors::{self, Fire, Fired, account_takeover, campaign_participant, escalation_count};
+use crate::event::{AuthEvent, EventKind, InvalidEvent, InvalidReason, Outcome, decode_native, format_ts};
+use crate::hash::hash_bytes;
+use crate::normalize::{CidrSet, IpKey, account_key, client_ip};
+use crate::signal::{Evidence, Rule, Signal};
+
+use self::clock::{Admit, Clock};
+use self::dedup::Dedup;
+use self::state::{AccountState, IpState, ServiceState};
+use self::table::{KeyTable, Slot};
+
+/// What happened to one input event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Processed {
+    Accepted,
+    /// Older than the watermark: counted, dropped.
+    Late,
+    /// Same `event_id` seen within the dedup window: counted, ignored.
+    Duplicate,
+    Invalid(InvalidEvent),
+}
+
+/// Counters for the summary and, later, metrics.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Accepted events: login successes, login failures, session.create.
+    pub login_success: u64,
+    pub login_failure: u64,
+    pub session_create: u64,
+    pub invalid: [u64; InvalidReason::ALL.len()],
+    pub late: u64,
+    pub duplicates: u64,
+    pub signals: [u64; Rule::ALL.len()],
+    /// Signals decided while suppressed (state warm-up), not emitted.
+    pub suppressed: u64,
+}
+
+impl Stats {
+    pub fn accepted(&self) -> u64 {
+        self.login_success + self.login_failure + self.session_create
+    }
+    pub fn invalid_total(&self) -> u64 {
+        self.invalid.iter().sum()
+    }
+    pub fn signals_total(&self) -> u64 {
+        self.signals.iter().sum()
+    }
+}
+
+/// Sizes of the engine's state, for the summary, metrics and the memory bench.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StateSize {
+    pub ips: usize,
+    pub accounts: usize,
+    pub services: usize,
+    pub dedup_ids: usize,
+    pub evicted: u64,
+    pub expired: u64,
+    /// Estimated bytes held by tables, keys and per-entity state.
+    pub bytes: usize,
+}
+
+/// Derived from config once: windows, caps, lifetimes.
+struct Plan {
+    trusted: CidrSet,
+    allow: CidrSet,
+    factor: f64,
+    samples: usize,
+    lowercase: bool,
+    v6_prefix: u8,
+    max_event_bytes: usize,
+    /// Longest account failure window and the failures kept for it.
+    acct_w: i64,
+    acct_cap: usize,
+    acct_ips_cap: usize,
+    acct_ttl_failure: i64,
+    acct_ttl_success: i64,
+    /// IP failure window (credential stuffing, campaigns).
+    ip_w: i64,
+    ip_cap: usize,
+    ip_accounts_cap: usize,
+    ip_vel_cap: usize,
+    ip_ttl_failure: i64,
+    ip_ttl_success: i64,
+    svc_ttl: i64,
+    cs_slice: i64,
+    ato_ip: [bool; Rule::ALL.len()],
+    ato_account: [bool; Rule::ALL.len()],
+}
+
+impl Plan {
+    fn new(cfg: &Config) -> Plan {
+        let r = &cfg.rules;
+        let f = cfg.signals.escalation_factor;
+        let cd = |c: Option<crate::config::Dur>, w: crate::config::Dur| c.unwrap_or(w).ms();
+        let acct_w = r.bruteforce.window.ms().max(r.distributed_bruteforce.window.ms());
+        let ato_w = r.account_takeover.window.ms();
+        let acct_cool = cd(r.bruteforce.cooldown, r.bruteforce.window)
+            .max(cd(r.distributed_bruteforce.cooldown, r.distributed_bruteforce.window))
+            .max(cd(r.account_takeover.cooldown, r.account_takeover.window));
+        let ip_w = r.credential_stuffing.window.ms().max(r.distributed_credential_stuffing.window.ms());
+        let ip_cool = [
+            cd(r.credential_stuffing.cooldown, r.credential_stuffing.window),
+            cd(r.credential_stuffing_slow.cooldown, r.credential_stuffing_slow.window),
+            cd(r.user_enumeration.cooldown, r.user_enumeration.window),
+            cd(r.ip_velocity.cooldown, r.ip_velocity.window),
+            cd(r.campaign_participant.cooldown, r.distributed_credential_stuffing.window),
+        ]
+        .into_iter()
+        .max()
+        .unwrap_or(0);
+        let slow_w = if r.credential_stuffing_slow.enabled { r.credential_stuffing_slow.window.ms() } else { 0 };
+        let mut ato_ip = [false; Rule::ALL.len()];
+        for rule in &r.account_takeover.ip_rules {
+            ato_ip[rule.index()] = true;
+        }
+        let mut ato_account = [false; Rule::ALL.len()];
+        for rule in &r.account_takeover.account_rules {
+            ato_account[rule.index()] = true;
+        }
+        Plan {
+            trusted: cfg.trusted_proxies(),
+            allow: cfg.allowlist(),
+            factor: f,
+            samples: cfg.signals.sample_size,
+            lowercase: cfg.normalize.lowercase_accounts,
+            v6_prefix: cfg.normalize.ipv6_prefix,
+            max_event_bytes: cfg.input.max_event_bytes,
+            acct_w,
+            acct_cap: escalation_count(r.bruteforce.min_failures, f).max(escalation_count(r.distributed_bruteforce.min_failures, f)),
+            acct_ips_cap: (r.distributed_bruteforce.min_distinct_ips as usize * 2).max(16),
+            acct_ttl_failure: acct_w.max(ato_w).max(acct_cool),
+            acct_ttl_success: ato_w,
+            ip_w,
+            ip_cap: escalation_count(r.credential_stuffing.min_failures, f),
+            ip_accounts_cap: (r.credential_stuffing.min_distinct_accounts.max(r.campaign_participant.min_distinct_accounts) as usize * 2)
+                .max(16),
+            ip_vel_cap: escalation_count(r.ip_velocity.min_attempts, f),
+            ip_ttl_failure: ip_w.max(r.user_enumeration.window.ms()).max(slow_w).max(ato_w).max(ip_cool),
+            ip_ttl_success: r.ip_velocity.window.ms().max(ato_w).max(r.credential_stuffing.window.ms()),
+            svc_ttl: r.distributed_credential_stuffing.window.ms() + r.distributed_credential_stuffing.baseline_window.ms(),
+            cs_slice: detectors::credential_stuffing::slice_ms(&r.credential_stuffing),
+            ato_ip,
+            ato_account,
+        }
+    }
+}
+
+pub struct Engine {
+    cfg: Config,
+    plan: Plan,
+    core: Core,
+}
+
+/// Everything that changes per event; split from the config so rules can be read while
+/// state is written.
+struct Core {
+    clock: Clock,
+    dedup: Dedup,
+    ips: KeyTable<IpKey, IpState>,
+    accounts: KeyTable<CompactString, AccountState>,
+    services: KeyTable<CompactString, ServiceState>,
+    stats: Stats,
+    suppress: bool,
+    fires: Vec<Fire>,
+    next_expiry: i64,
+}
+
+/// Event time between sweeps of the expiry wheels.
+const EXPIRY_EVERY_MS: i64 = 1_000;
+
+impl Engine {
+    /// The config must already be validated (`Config::load` does).
+    pub fn new(cfg: Config) -> Engine {
+        let plan = Plan::new(&cfg);
+        let bucket = |ttl: i64| (ttl / 64).max(1_000);
+        let core = Core {
+            clock: Clock::new(&cfg.time),
+            dedup: Dedup::new(cfg.time.dedup_window.ms(), cfg.state.max_dedup_ids),
+            ips: KeyTable::new(bucket(plan.ip_ttl_success), cfg.state.max_ips),
+            accounts: KeyTable::new(bucket(plan.acct_ttl_success), cfg.state.max_accounts),
+            services: KeyTable::new(bucket(plan.svc_ttl), cfg.state.max_services),
+            stats: Stats::default(),
+            suppress: false,
+            fires: Vec::new(),
+            next_expiry: i64::MIN,
+        };
+        Engine { cfg, plan, core }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.core.stats
+    }
+
+    pub fn watermark(&self) -> i64 {
+        self.core.clock.watermark()
+    }
+
+    /// While suppressed, state is updated and cooldowns are taken as if signals were
+    /// emitted, but none are: used to warm state by re-reading already-handled input.
+    pub fn set_suppress(&mut self, on: bool) {
+        self.core.suppress = on;
+    }
+
+    /// Decodes one native JSON event and processes it. Signals are appended to `out`.
+    pub fn process_json(&mut self, bytes: &[u8], out: &mut Vec<Signal>) -> Processed {
+        if bytes.len() > self.plan.max_event_bytes {
+            let e = InvalidEvent::new(
+                InvalidReason::Oversized,
+                format!("{} bytes exceeds input.max_event_bytes = {}", bytes.len(), self.plan.max_event_bytes),
+            );
+            return self.core.invalid(e);
+        }
+        match decode_native(bytes) {
+            Ok(ev) => self.process_event(&ev, out),
+            Err(e) => self.core.invalid(e),
+        }
+    }
+
+    /// Processes one validated event. Signals are appended to `out`.
+    pub fn process_event(&mut self, ev: &AuthEvent<'_>, out: &mut Vec<Signal>) -> Processed {
+        self.core.process_event(&self.cfg, &self.plan, ev, out)
+    }
+
+    /// Keys tracked, evictions, and an estimate of the bytes state holds.
+    pub fn state_size(&self) -> StateSize {
+        self.core.state_size()
+    }
+}
+
+impl Core {
+    fn invalid(&mut self, e: InvalidEvent) -> Processed {
+        self.stats.invalid[e.reason.index()] += 1;
+        Processed::Invalid(e)
+    }
+
+    fn process_event(&mut self, cfg: &Config, plan: &Plan, ev: &AuthEvent<'_>, out: &mut Vec<Signal>) -> Processed {
+        let ip = match client_ip(ev, &plan.trusted) {
+            Ok(ip) => ip,
+            Err(e) => return self.invalid(e),
+        };
+        let account = account_key(ev, plan.lowercase);
+        let t = ev.ts_ms;
+        match self.clock.admit(t) {
+            Admit::Accept => {}
+            Admit::Late => {
+                self.stats.late += 1;
+                return Processed::Late;
+            }
+            Admit::Jump => {
+                let e = InvalidEvent::new(
+                    InvalidReason::TimestampJump,
+                    format!(
+                        "ts {} is more than time.max_forward_jump ahead of the stream ({}) and nothing confirms it",
+                        format_ts(t),
+                        self.clock.max_ts().map(format_ts).unwrap_or_default()
+                    ),
+                );
+                return self.invalid(e);
+            }
+        }
+        if let Some(id) = ev.raw.event_id.as_deref() {
+            if self.dedup.seen(hash_bytes(id.as_bytes()), t) {
+                self.stats.duplicates += 1;
+                return Processed::Duplicate;
+            }
+        }
+        let wm = self.clock.watermark();
+        if wm >= self.next_expiry {
+            self.expire(wm);
+            self.next_expiry = wm + EXPIRY_EVERY_MS;
+        }
+        match (ev.kind, ev.outcome) {
+            (EventKind::SessionCreate, _) => self.stats.session_create += 1,
+            (_, Some(Outcome::Failure)) => self.stats.login_failure += 1,
+            _ => self.stats.login_success += 1,
+        }
+        self.observe(cfg, plan, ev, ip, &account, out);
+        Processed::Accepted
+    }
+
+    fn expire(&mut self, wm: i64) {
+        self.ips.expire(wm);
+        self.accounts.expire(wm);
+        self.services.expire(wm);
+        self.dedup.expire(wm);
+    }
+
+    fn observe(&mut self, cfg: &Config, p: &Plan, ev: &AuthEvent<'_>, ip: IpAddr, account: &str, out: &mut Vec<Signal>) {
+        let t = ev.ts_ms;
+        let wm = self.clock.watermark();
+        let failure = ev.is_failure();
+        let login = ev.is_login();
+        let rules = &cfg.rules;
+        let acct_hash = hash_bytes(account.as_bytes());
+        let ip_key = IpKey::from_addr(ip, p.v6_prefix);
+        let ip_hash = ip_key.hash();
+        let allowlisted = !p.allow.is_empty() && p.allow.contains(ip);
+        let service = ev.service().unwrap_or("unknown");
+        let trace = ev.trace_id();
+
+        // ---- account rules
+        let acct_id = self
+            .accounts
+            .touch(
+                acct_hash,
+                |k| k.as_str() == account,
+                || CompactString::from(account),
+                t + if failure { p.acct_ttl_failure } else { p.acct_ttl_success },
+            )
+            .id;
+        if failure {
+            let slot = self.accounts.slot_mut(acct_id);
+            let hot = slot.state.hot.get_or_insert_with(Default::default);
+            let horizon = wm.saturating_sub(p.acct_w);
+            hot.failing_ips.insert(ip_hash, t, horizon, p.acct_w, p.acct_ips_cap);
+            hot.traces.push(trace);
+            if let Some(idx) = hot.failures.insert(t, horizon, p.acct_cap) {
+                let mut fired = Vec::new();
+                if rules.bruteforce.enabled {
+                    fired.extend(detectors::bruteforce::check(&rules.bruteforce, p.factor, hot, idx, account, p.samples));
+                }
+                if rules.distributed_bruteforce.enabled {
+                    fired.extend(detectors::distributed_bruteforce::check(
+                        &rules.distributed_bruteforce,
+                        p.factor,
+                        hot,
+                        idx,
+                        account,
+                        p.samples,
+                    ));
+                }
+                for fire in fired {
+                    let cooldown = match fire.rule {
+                        Rule::Bruteforce => rules.bruteforce.cooldown.unwrap_or(rules.bruteforce.window),
+                        _ => rules.distributed_bruteforce.cooldown.unwrap_or(rules.distributed_bruteforce.window),
+                    };
+                    let flag = p.ato_account[fire.rule.index()].then_some(rules.account_takeover.window.ms());
+                    settle_account(slot, fire, cooldown.ms(), flag, &mut self.fires);
+                }
+            }
+        }
+
+        // ---- IP rules
+        let mut ip_id = None;
+        if !allowlisted {
+            let id = self
+                .ips
+                .touch(ip_hash, |k| *k == ip_key, || ip_key, t + if failure { p.ip_ttl_failure } else { p.ip_ttl_success })
+                .id;
+            ip_id = Some(id);
+            let slot = self.ips.slot_mut(id);
+            let mut fired: Vec<Fire> = Vec::new();
+            if login {
+                if let Some(idx) = slot.state.attempts.insert(t, wm.saturating_sub(rules.ip_velocity.window.ms()), p.ip_vel_cap) {
+                    if rules.ip_velocity.enabled {
+                        fired.extend(detectors::ip_velocity::check(&rules.ip_velocity, p.factor, &slot.state.attempts, idx, &slot.key));
+                    }
+                }
+            }
+            if failure {
+                let key = slot.key;
+                let hot = slot.state.hot.get_or_insert_with(Default::default);
+                let horizon = wm.saturating_sub(p.ip_w);
+                hot.failing_accounts.insert(acct_hash, t, horizon, p.ip_w, p.ip_accounts_cap);
+                hot.traces.push(trace);
+                if let Some(idx) = hot.failures.insert(t, horizon, p.ip_cap) {
+                    if rules.credential_stuffing.enabled {
+                        fired.extend(detectors::credential_stuffing::check(&rules.credential_stuffing, p.factor, hot, idx, &key, p.samples));
+                    }
+                }
+                if rules.credential_stuffing_slow.enabled {
+                    fired.extend(detectors::credential_stuffing_slow::observe_failure(
+                        &rules.credential_stuffing_slow,
+                        p.factor,
+                        &mut hot.slow,
+                        t,
+                        acct_hash,
+                        wm,
+                        &key,
+                        p.samples,
+                    ));
+                }
+                if rules.user_enumeration.enabled && ev.user_exists() == Some(false) {
+                    fired.extend(detectors::user_enumeration::observe_unknown_account_failure(
+                        &rules.user_enumeration,
+                        p.factor,
+                        &mut hot.enumeration,
+                        t,
+                        acct_hash,
+                        wm,
+                        &key,
+                        p.samples,
+                    ));
+                }
+            } else if login {
+                if let Some(hot) = slot.state.hot.as_mut() {
+                    hot.successes.add(t, p.cs_slice);
+                }
+            }
+            if !failure {
+                let horizon = wm.saturating_sub(rules.account_takeover.window.ms());
+                slot.state.successes.push(t, acct_hash, horizon, rules.account_takeover.max_lookback_successes as usize);
+            }
+            for fire in fired {
+                self.settle_ip(cfg, p, id, fire);
+            }
+        }
+
+        // ---- service rule, and the campaign participants it reveals
+        if login && rules.distributed_credential_stuffing.enabled {
+            let svc_hash = hash_bytes(service.as_bytes());
+            let id = self
+                .services
+                .touch(svc_hash, |k| k.as_str() == service, || CompactString::from(service), t + p.svc_ttl)
+                .id;
+            let slot = self.services.slot_mut(id);
+            let obs = slot.state.dcs.observe(
+                &rules.distributed_credential_stuffing,
+                p.factor,
+                t,
+                failure,
+                ip_hash,
+                acct_hash,
+                wm,
+                service,
+                p.samples,
+            );
+            if let Some(fire) = obs.fire {
+                let cooldown =
+                    rules.distributed_credential_stuffing.cooldown.unwrap_or(rules.distributed_credential_stuffing.window).ms();
+                if slot.state.fired.get_or_insert_with(Default::default).cooldowns[fire.rule.index()].allow(fire.ts, fire.severity, cooldown) {
+                    self.fires.push(fire);
+                }
+            }
+            if rules.campaign_participant.enabled {
+                let window = rules.distributed_credential_stuffing.window;
+                if obs.campaign_started {
+                    let slot = self.services.slot(id);
+                    for h in slot.state.dcs.recent_failing_ips(t, window.ms()) {
+                        if let Some(ip_slot) = self.ips.find_id_by_hash(h) {
+                            self.check_participant(cfg, p, ip_slot, t, service);
+                        }
+                    }
+                } else if failure && self.services.slot(id).state.dcs.campaign_active(t) {
+                    if let Some(ip_slot) = ip_id {
+                        self.check_participant(cfg, p, ip_slot, t, service);
+                    }
+                }
+            }
+        }
+
+        // ---- account takeover: someone got in where an attack is under way
+        if !failure && rules.account_takeover.enabled {
+            let ip_flag = ip_id.and_then(|id| self.ips.slot(id).state.fired.as_ref().and_then(|f| f.flagged_at(t)));
+            let acct_slot = self.accounts.slot(acct_id);
+            let acct_flag = acct_slot.state.fired.as_ref().and_then(|f| f.flagged_at(t));
+            let ip_attacked = acct_slot.state.hot.as_ref().is_some_and(|h| h.failing_ips.contains(ip_hash));
+            let ip_text = ip_key.to_string();
+            let cause = match (ip_flag, acct_flag) {
+                (Some(rule), _) => Some(account_takeover::Cause::AttackerIp { rule, ip: &ip_text }),
+                (None, Some(rule)) => Some(account_takeover::Cause::AccountUnderAttack { rule, ip_attacked }),
+                (None, None) => None,
+            };
+            if let Some(cause) = cause {
+                let fire = account_takeover::fire(&rules.account_takeover, t, account, &ip_text, acct_hash, ip_hash, cause);
+                let cooldown = rules.account_takeover.cooldown.unwrap_or(rules.account_takeover.window).ms();
+                let slot = self.accounts.slot_mut(acct_id);
+                settle_account(slot, fire, cooldown, None, &mut self.fires);
+            }
+        }
+
+        if !self.fires.is_empty() {
+            self.emit(p, service, trace, out);
+        }
+    }
+
+    fn check_participant(&mut self, cfg: &Config, plan: &Plan, ip_id: u32, t: i64, service: &str) {
+        let rules = &cfg.rules;
+        let slot = self.ips.slot_mut(ip_id);
+        let key = slot.key;
+        let Some(hot) = slot.state.hot.as_mut() else { return };
+        let window = rules.distributed_credential_stuffing.window;
+        if let Some(fire) =
+            campaign_participant::check(&rules.campaign_participant, &mut hot.failing_accounts, t, window, &key, service, plan.samples)
+        {
+            self.settle_ip(cfg, plan, ip_id, fire);
+        }
+    }
+
+    /// Cooldown, flag, look back for takeovers from this IP, queue the fire.
+    fn settle_ip(&mut self, cfg: &Config, plan: &Plan, ip_id: u32, mut fire: Fire) {
+        let rules = &cfg.rules;
+        let cooldown = match fire.rule {
+            Rule::CredentialStuffing => rules.credential_stuffing.cooldown.unwrap_or(rules.credential_stuffing.window),
+            Rule::CredentialStuffingSlow => rules.credential_stuffing_slow.cooldown.unwrap_or(rules.credential_stuffing_slow.window),
+            Rule::UserEnumeration => rules.user_enumeration.cooldown.unwrap_or(rules.user_enumeration.window),
+            Rule::IpVelocity => rules.ip_velocity.cooldown.unwrap_or(rules.ip_velocity.window),
+            _ => rules.campaign_participant.cooldown.unwrap_or(rules.distributed_credential_stuffing.window),
+        }
+        .ms();
+        let ato_w = rules.account_takeover.window.ms();
+        let slot = self.ips.slot_mut(ip_id);
+        let flags = plan.ato_ip[fire.rule.index()];
+        let fired = slot.state.fired.get_or_insert_with(Default::default);
+        if !fired.cooldowns[fire.rule.index()].allow(fire.ts, fire.severity, cooldown) {
+            return;
+        }
+        let newly_flagged = flags && fired.flagged_at(fire.ts).is_none();
+        if flags {
+            fired.flag(fire.rule, fire.ts + ato_w);
+        }
+        if let Some(hot) = slot.state.hot.as_ref() {
+            fire.trace_ids = hot.traces.recent().map(str::to_string).collect();
+        }
+        let (rule, ts) = (fire.rule, fire.ts);
+        self.fires.push(fire);
+        if newly_flagged && rules.account_takeover.enabled {
+            self.look_back(cfg, ip_id, rule, ts);
+        }
+    }
+
+    /// The IP was just flagged: accounts it signed into earlier in the window were
+    /// probably taken over.
+    fn look_back(&mut self, cfg: &Config, ip_id: u32, rule: Rule, flag_ts: i64) {
+        let cfg = &cfg.rules.account_takeover;
+        let slot = self.ips.slot(ip_id);
+        let ip_text = slot.key.to_string();
+        let ip_hash = slot.hash;
+        let hits: Vec<(i64, u64)> = slot.state.successes.within(flag_ts - cfg.window.ms(), flag_ts).collect();
+        let cooldown = cfg.cooldown.unwrap_or(cfg.window).ms();
+        for (ts, acct_hash) in hits {
+            let Some(acct_id) = self.accounts.find_id_by_hash(acct_hash) else { continue };
+            let acct_slot = self.accounts.slot_mut(acct_id);
+            let account = acct_slot.key.to_string();
+            let mut fire = account_takeover::fire(
+                cfg,
+                ts,
+                &account,
+                &ip_text,
+                acct_hash,
+                ip_hash,
+                account_takeover::Cause::AttackerIp { rule, ip: &ip_text },
+            );
+            fire.summary.push_str(" (found looking back when the IP was flagged)");
+            settle_account(acct_slot, fire, cooldown, None, &mut self.fires);
+        }
+    }
+
+    fn emit(&mut self, plan: &Plan, service: &str, trace: Option<&str>, out: &mut Vec<Signal>) {
+        for mut fire in self.fires.drain(..) {
+            self.stats.signals[fire.rule.index()] += 1;
+            if self.suppress {
+                self.stats.suppressed += 1;
+                continue;
+            }
+            let sample_accounts =
+                fire.sample_accounts.iter().filter_map(|h| self.accounts.find_by_hash(*h)).map(|s| s.key.to_string()).collect();
+            let sample_ips = fire.sample_ips.iter().filter_map(|h| self.ips.find_by_hash(*h)).map(|s| s.key.to_string()).collect();
+            if let Some(tr) = trace {
+                if !fire.trace_ids.iter().any(|x| x == tr) {
+                    fire.trace_ids.insert(0, tr.to_string());
+                }
+            }
+            fire.trace_ids.truncate(plan.samples);
+            out.push(Signal {
+                signal_id: Signal::make_id(fire.rule, &fire.entity, fire.ts),
+                rule: fire.rule,
+                severity: fire.severity,
+                ts: format_ts(fire.ts),
+                window: fire.window.to_string(),
+                service: Some(service.to_string()),
+                evidence: Evidence {
+                    counts: fire.counts,
+                    sample_accounts,
+                    sample_ips,
+                    trace_ids: fire.trace_ids,
+                    because: fire.because,
+                    thresholds: fire.thresholds,
+                },
+                summary: fire.summary,
+                entity: fire.entity,
+                ts_ms: fire.ts,
+            });
+        }
+    }
+
+    fn state_size(&self) -> StateSize {
+        let key_heap = |k: &CompactString| if k.is_heap_allocated() { k.capacity() } else { 0 };
+        let bytes = self.ips.table_bytes()
+            + self.accounts.table_bytes()
+            + self.services.table_bytes()
+            + self.dedup.heap_bytes()
+            + self.ips.iter().map(|s| s.state.heap_bytes()).sum::<usize>()
+            + self.accounts.iter().map(|s| s.state.heap_bytes() + key_heap(&s.key)).sum::<usize>()
+            + self.services.iter().map(|s| s.state.dcs.heap_bytes() + key_heap(&s.key)).sum::<usize>();
+        StateSize {
+            ips: self.ips.len(),
+            accounts: self.accounts.len(),
+            services: self.services.len(),
+            dedup_ids: self.dedup.len(),
+            evicted: self.ips.evicted + self.accounts.evicted + self.services.evicted,
+            expired: self.ips.expired + self.accounts.expired + self.services.expired,
+            bytes,
+        }
+    }
+}
+
+/// Cooldown, flag ("under attack" for `flag_ms`), trace ids, then queue the fire.
+fn settle_account(slot: &mut Slot<CompactString, AccountState>, mut fire: Fire, cooldown_ms: i64, flag_ms: Option<i64>, fires: &mut Vec<Fire>) {
+    let fired: &mut Fired = slot.state.fired.get_or_insert_with(Default::default);
+    if !fired.cooldowns[fire.rule.index()].allow(fire.ts, fire.severity, cooldown_ms) {
+        return;
+    }
+    if let Some(ms) = flag_ms {
+        fired.flag(fire.rule, fire.ts + ms);
+    }
+    if let Some(hot) = slot.state.hot.as_ref() {
+        fire.trace_ids = hot.traces.recent().map(str::to_string).collect();
+    }
+    fires.push(fire);
+}

@@ -1,0 +1,14 @@
+//! atowatch: account-takeover detection over a stream of authentication events.
+//!
+//! Data flow (see `../shared/design.md`): decode ([`event`]) → normalize
+//! ([`normalize`]) → engine ([`engine`], with the rules in [`detectors`]) → signals
+//! ([`signal`]). [`replay`] drives the engine from files; [`simulate`] writes realistic
+//! traffic with labelled attacks.
+
+pub mod config;
+pub mod detectors;
+pub mod engine;
+pub mod event;
+pub mod hash;
+pub mod normalize;
+pub mod signal;

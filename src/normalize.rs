@@ -1,0 +1,229 @@
+//! From a validated event to the keys detectors count on: the client IP (through trusted
+//! proxies), its aggregation key (IPv6 to a prefix), and the account key.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::str::FromStr;
+
+use crate::event::{AuthEvent, InvalidEvent, InvalidReason};
+
+/// An IPv4 address or IPv6 prefix as one integer: IPv4 is stored IPv4-mapped
+/// (`::ffff:a.b.c.d`) so both families share one key type and one hash.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct IpKey {
+    bits: u128,
+    /// Prefix length in IPv6 terms: 128 for a single address (IPv4 is always 128).
+    prefix: u8,
+}
+
+const V4_MAPPED: u128 = 0xffff_u128 << 32;
+
+impl IpKey {
+    pub fn from_addr(addr: IpAddr, v6_prefix: u8) -> IpKey {
+        match addr {
+            IpAddr::V4(v4) => IpKey { bits: V4_MAPPED | u32::from(v4) as u128, prefix: 128 },
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => IpKey::from_addr(IpAddr::V4(v4), v6_prefix),
+                None => {
+                    let p = v6_prefix.min(128);
+                    IpKey { bits: u128::from(v6) & prefix_mask(p), prefix: p }
+                }
+            },
+        }
+    }
+    pub fn bits(&self) -> u128 {
+        self.bits
+    }
+    pub fn is_v4(&self) -> bool {
+        self.bits >> 32 == 0xffff
+    }
+    pub fn hash(&self) -> u64 {
+        crate::hash::hash_u128(self.bits ^ ((self.prefix as u128) << 120))
+    }
+}
+
+impl fmt::Display for IpKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_v4() {
+            write!(f, "{}", Ipv4Addr::from(self.bits as u32))
+        } else if self.prefix == 128 {
+            write!(f, "{}", Ipv6Addr::from(self.bits))
+        } else {
+            write!(f, "{}/{}", Ipv6Addr::from(self.bits), self.prefix)
+        }
+    }
+}
+
+fn prefix_mask(p: u8) -> u128 {
+    if p == 0 { 0 } else { u128::MAX << (128 - p as u32) }
+}
+
+/// A CIDR block, e.g. `10.0.0.0/8` or `2001:db8::/32`. A bare address is a /32 or /128.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cidr {
+    bits: u128,
+    mask: u128,
+    text_prefix: u8,
+    v4: bool,
+}
+
+impl Cidr {
+    pub fn contains(&self, addr: IpAddr) -> bool {
+        let (bits, v4) = match addr {
+            IpAddr::V4(a) => (V4_MAPPED | u32::from(a) as u128, true),
+            IpAddr::V6(a) => match a.to_ipv4_mapped() {
+                Some(a4) => (V4_MAPPED | u32::from(a4) as u128, true),
+                None => (u128::from(a), false),
+            },
+        };
+        v4 == self.v4 && bits & self.mask == self.bits
+    }
+}
+
+impl FromStr for Cidr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Cidr, String> {
+        let (addr, len) = match s.split_once('/') {
+            Some((a, l)) => (a, Some(l)),
+            None => (s, None),
+        };
+        let addr: IpAddr = addr.trim().parse().map_err(|_| format!("`{s}` is not an IP address or CIDR"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let len: u8 = match len {
+            Some(l) => l.trim().parse().ok().filter(|l| *l <= max).ok_or_else(|| format!("`{s}`: prefix length must be 0..={max}"))?,
+            None => max,
+        };
+        let (bits, mask, v4) = match addr {
+            IpAddr::V4(a) => (V4_MAPPED | u32::from(a) as u128, (u128::MAX << 32) | prefix_mask(len + 96) & 0xffff_ffff, true),
+            IpAddr::V6(a) => (u128::from(a), prefix_mask(len), false),
+        };
+        if bits & mask != bits {
+            return Err(format!("`{s}` has host bits set below its prefix"));
+        }
+        Ok(Cidr { bits, mask, text_prefix: len, v4 })
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.v4 {
+            write!(f, "{}/{}", Ipv4Addr::from(self.bits as u32), self.text_prefix)
+        } else {
+            write!(f, "{}/{}", Ipv6Addr::from(self.bits), self.text_prefix)
+        }
+    }
+}
+
+/// A small list of CIDRs; linear scan beats anything cleverer at the sizes configs hold.
+#[derive(Clone, Debug, Default)]
+pub struct CidrSet(Vec<Cidr>);
+
+impl CidrSet {
+    pub fn new(v: Vec<Cidr>) -> Self {
+        CidrSet(v)
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    pub fn contains(&self, addr: IpAddr) -> bool {
+        self.0.iter().any(|c| c.contains(addr))
+    }
+}
+
+/// Parses an address as it appears in logs: bare, `a.b.c.d:port`, or `[v6]:port`.
+pub fn parse_ip(s: &str) -> Option<IpAddr> {
+    let s = s.trim();
+    if let Ok(a) = IpAddr::from_str(s) {
+        return Some(a);
+    }
+    if let Some(rest) = s.strip_prefix('[') {
+        let end = rest.find(']')?;
+        return Ipv6Addr::from_str(&rest[..end]).ok().map(IpAddr::V6);
+    }
+    let (host, port) = s.rsplit_once(':')?;
+    port.parse::<u16>().ok()?;
+    Ipv4Addr::from_str(host).ok().map(IpAddr::V4)
+}
+
+/// The client address: the right-most hop in `forwarded_for + [ip]` that is not a trusted
+/// proxy. If every hop is trusted (internal traffic), the left-most one read.
+pub fn client_ip(ev: &AuthEvent<'_>, trusted: &CidrSet) -> Result<IpAddr, InvalidEvent> {
+    let raw_ip = ev.raw.ip.as_deref().unwrap_or("");
+    let ip = parse_ip(raw_ip).ok_or_else(|| bad_ip("ip", raw_ip))?;
+    if ev.raw.forwarded_for.is_empty() || trusted.is_empty() || !trusted.contains(ip) {
+        return Ok(ip);
+    }
+    let mut last = ip;
+    for hop in ev.raw.forwarded_for.iter_rev() {
+        let a = parse_ip(hop).ok_or_else(|| bad_ip("forwarded_for", hop))?;
+        if !trusted.contains(a) {
+            return Ok(a);
+        }
+        last = a;
+    }
+    Ok(last)
+}
+
+fn bad_ip(field: &str, v: &str) -> InvalidEvent {
+    let v: String = v.chars().take(64).collect();
+    InvalidEvent::new(InvalidReason::InvalidIp, format!("{field} `{v}` is not an IP address"))
+}
+
+/// The account key: `user.login` when present, else `user.id`; lower-cased if asked, so
+/// `Alice@x` and `alice@x` are one account (attackers vary case to split counters).
+pub fn account_key<'a>(ev: &'a AuthEvent<'_>, lowercase: bool) -> Cow<'a, str> {
+    let u = ev.raw.user.as_ref().expect("validated events have a user");
+    let key: &str = match u.login.as_deref() {
+        Some(l) if !l.is_empty() => l,
+        _ => u.id.as_deref().unwrap_or(""),
+    };
+    if lowercase && key.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(key.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(v: &[&str]) -> CidrSet {
+        CidrSet::new(v.iter().map(|s| s.parse().unwrap()).collect())
+    }
+
+    #[test]
+    fn cidr_membership_respects_family_and_prefix() {
+        let s = set(&["10.0.0.0/8", "2001:db8::/32", "192.0.2.1"]);
+        assert!(s.contains("10.1.2.3".parse().unwrap()));
+        assert!(!s.contains("11.1.2.3".parse().unwrap()));
+        assert!(s.contains("2001:db8:1::1".parse().unwrap()));
+        assert!(!s.contains("2001:db9::1".parse().unwrap()));
+        assert!(s.contains("192.0.2.1".parse().unwrap()));
+        assert!(!s.contains("192.0.2.2".parse().unwrap()));
+        assert!(s.contains("::ffff:10.0.0.1".parse().unwrap()));
+        assert!("10.0.0.1/8".parse::<Cidr>().is_err());
+        assert!("10.0.0.0/33".parse::<Cidr>().is_err());
+        assert_eq!("0.0.0.0/0".parse::<Cidr>().unwrap().to_string(), "0.0.0.0/0");
+        assert!("0.0.0.0/0".parse::<Cidr>().unwrap().contains("8.8.8.8".parse().unwrap()));
+    }
+
+    #[test]
+    fn ipv6_aggregates_to_prefix_and_ipv4_mapped_is_ipv4() {
+        let a = IpKey::from_addr("2001:db8:1:2:aaaa::1".parse().unwrap(), 64);
+        let b = IpKey::from_addr("2001:db8:1:2:bbbb::9".parse().unwrap(), 64);
+        assert_eq!(a, b);
+        assert_eq!(a.to_string(), "2001:db8:1:2::/64");
+        let m = IpKey::from_addr("::ffff:203.0.113.7".parse().unwrap(), 64);
+        assert_eq!(m.to_string(), "203.0.113.7");
+        assert_eq!(m, IpKey::from_addr("203.0.113.7".parse().unwrap(), 64));
+    }
+
+    #[test]
+    fn ip_with_port_parses() {
+        assert_eq!(parse_ip("203.0.113.7:443"), Some("203.0.113.7".parse().unwrap()));
+        assert_eq!(parse_ip("[2001:db8::1]:443"), Some("2001:db8::1".parse().unwrap()));
+        assert_eq!(parse_ip("unknown"), None);
+    }
+}
