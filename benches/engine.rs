@@ -1,1 +1,187 @@
-fn main() {}
+//! Engine throughput on simulated traffic (≥ 1M events, 100k accounts, 50k IPs, every
+//! detector on), against a baseline measured in the same run: only parsing the same JSON
+//! into the event struct.
+//!
+//! `cargo bench --bench engine` prints an interleaved same-run comparison first (median
+//! of several passes each, so machine noise hits all three alike), then criterion's
+//! statistics. ATOWATCH_BENCH_EVENTS overrides the event count; with
+//! ATOWATCH_BENCH_REPORT_ONLY set, only the same-run comparison runs.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::{BatchSize, Criterion, Throughput};
+
+use atowatch::config::Config;
+use atowatch::engine::Engine;
+use atowatch::event::{AuthEvent, decode_native};
+use atowatch::signal::Signal;
+use atowatch::simulate::{SimOptions, generate};
+
+struct Data {
+    bytes: Vec<u8>,
+    /// (start, end) of each line in `bytes`.
+    lines: Vec<(usize, usize)>,
+}
+
+fn data() -> Data {
+    let events: u64 = std::env::var("ATOWATCH_BENCH_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let opts = SimOptions {
+        seed: 42,
+        accounts: 100_000,
+        ips: 50_000,
+        benign_events: Some(events),
+        ..SimOptions::default()
+    };
+    let sim = generate(&opts).expect("simulate");
+    let mut bytes = Vec::with_capacity(sim.len() * 300);
+    let mut lines = Vec::with_capacity(sim.len());
+    for i in 0..sim.len() {
+        let start = bytes.len();
+        sim.write_event_json(i, &mut bytes);
+        lines.push((start, bytes.len()));
+        bytes.push(b'\n');
+    }
+    Data { bytes, lines }
+}
+
+fn parse_only(d: &Data) -> usize {
+    let mut ok = 0;
+    for &(a, b) in &d.lines {
+        if let Ok(ev) = decode_native(&d.bytes[a..b]) {
+            black_box(&ev);
+            ok += 1;
+        }
+    }
+    ok
+}
+
+fn detect_bytes(d: &Data) -> (usize, Engine) {
+    let mut e = Engine::new(Config::default());
+    let mut out: Vec<Signal> = Vec::new();
+    let mut n = 0;
+    for &(a, b) in &d.lines {
+        e.process_json(&d.bytes[a..b], &mut out);
+        n += out.len();
+        out.clear();
+    }
+    (n, e)
+}
+
+fn detect_decoded(events: &[AuthEvent<'_>]) -> usize {
+    let mut e = Engine::new(Config::default());
+    let mut out: Vec<Signal> = Vec::new();
+    let mut n = 0;
+    for ev in events {
+        e.process_event(ev, &mut out);
+        n += out.len();
+        out.clear();
+    }
+    n
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// Same-run comparison: passes are interleaved so drift and noise hit every variant.
+fn same_run_report(d: &Data) {
+    let decoded: Vec<AuthEvent<'_>> = d
+        .lines
+        .iter()
+        .filter_map(|&(a, b)| decode_native(&d.bytes[a..b]).ok())
+        .collect();
+    let n = d.lines.len() as f64;
+    let passes = 5;
+    let (mut p, mut b, mut c) = (Vec::new(), Vec::new(), Vec::new());
+    let mut signals = 0;
+    for _ in 0..passes {
+        let t = Instant::now();
+        black_box(parse_only(d));
+        p.push(t.elapsed());
+        let t = Instant::now();
+        let (s, e) = detect_bytes(d);
+        b.push(t.elapsed());
+        signals = s;
+        drop(e);
+        let t = Instant::now();
+        black_box(detect_decoded(&decoded));
+        c.push(t.elapsed());
+    }
+    let (p, b, c) = (median(p), median(b), median(c));
+    let rate = |x: Duration| n / x.as_secs_f64();
+    let (_, engine) = detect_bytes(d);
+    let st = engine.state_size();
+    println!(
+        "engine throughput, same run, median of {passes} interleaved passes, {} events ({} MiB of JSON), {signals} signals",
+        n as u64,
+        d.bytes.len() >> 20
+    );
+    println!(
+        "  parse only (baseline)     {:>12.0} events/s   1.00x time",
+        rate(p)
+    );
+    println!(
+        "  detect from raw bytes     {:>12.0} events/s   {:.2}x baseline time",
+        rate(b),
+        b.as_secs_f64() / p.as_secs_f64()
+    );
+    println!(
+        "  detect from decoded       {:>12.0} events/s   (detection alone: {:.0} ns/event)",
+        rate(c),
+        c.as_secs_f64() * 1e9 / n
+    );
+    println!(
+        "  state: {} IPs, {} accounts, {} services, ~{:.1} MiB estimated",
+        st.ips,
+        st.accounts,
+        st.services,
+        st.bytes as f64 / 1048576.0
+    );
+}
+
+fn main() {
+    let d = data();
+    if std::env::var_os("ATOWATCH_BENCH_PROFILE_DETECT").is_some() {
+        // For profilers: detection alone, nothing else in the samples.
+        let decoded: Vec<AuthEvent<'_>> = d
+            .lines
+            .iter()
+            .filter_map(|&(a, b)| decode_native(&d.bytes[a..b]).ok())
+            .collect();
+        for _ in 0..3 {
+            black_box(detect_decoded(&decoded));
+        }
+        return;
+    }
+    same_run_report(&d);
+    if std::env::var_os("ATOWATCH_BENCH_REPORT_ONLY").is_some() {
+        return;
+    }
+
+    let mut c = Criterion::default()
+        .configure_from_args()
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(20))
+        .warm_up_time(Duration::from_secs(2));
+    let mut g = c.benchmark_group("engine");
+    g.throughput(Throughput::Elements(d.lines.len() as u64));
+    g.bench_function("parse_only", |bch| bch.iter(|| parse_only(&d)));
+    g.bench_function("detect_from_bytes", |bch| {
+        bch.iter_batched(|| (), |_| detect_bytes(&d).0, BatchSize::PerIteration)
+    });
+    let decoded: Vec<AuthEvent<'_>> = d
+        .lines
+        .iter()
+        .filter_map(|&(a, b)| decode_native(&d.bytes[a..b]).ok())
+        .collect();
+    g.bench_function("detect_from_decoded", |bch| {
+        bch.iter(|| detect_decoded(&decoded))
+    });
+    g.finish();
+    c.final_summary();
+}

@@ -20,9 +20,16 @@ pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{origin}{line}: {message}")]
-    Invalid { origin: String, line: LineRef, message: String },
+    Invalid {
+        origin: String,
+        line: LineRef,
+        message: String,
+    },
 }
 
 /// `:LINE` when the offending key is in the file, nothing when it came from defaults.
@@ -63,7 +70,12 @@ impl Dur {
 impl fmt::Display for Dur {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ms = self.0;
-        for (unit, n) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)] {
+        for (unit, n) in [
+            ("d", 86_400_000),
+            ("h", 3_600_000),
+            ("m", 60_000),
+            ("s", 1000),
+        ] {
             if ms != 0 && ms % n == 0 {
                 return write!(f, "{}{unit}", ms / n);
             }
@@ -78,7 +90,9 @@ impl FromStr for Dur {
         let t = s.trim();
         let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
         let (num, unit) = t.split_at(split);
-        let n: i64 = num.parse().map_err(|_| format!("`{s}` is not a duration (use e.g. 30s, 5m, 24h)"))?;
+        let n: i64 = num
+            .parse()
+            .map_err(|_| format!("`{s}` is not a duration (use e.g. 30s, 5m, 24h)"))?;
         let mult = match unit {
             "ms" => 1,
             "s" => 1000,
@@ -87,7 +101,9 @@ impl FromStr for Dur {
             "d" => 86_400_000,
             _ => return Err(format!("`{s}` has no known unit (ms, s, m, h, d)")),
         };
-        n.checked_mul(mult).map(Dur).ok_or_else(|| format!("`{s}` is too long"))
+        n.checked_mul(mult)
+            .map(Dur)
+            .ok_or_else(|| format!("`{s}` is too long"))
     }
 }
 
@@ -135,7 +151,10 @@ pub struct InputConfig {
 
 impl Default for InputConfig {
     fn default() -> Self {
-        InputConfig { format: InputFormat::Native, max_event_bytes: 65_536 }
+        InputConfig {
+            format: InputFormat::Native,
+            max_event_bytes: 65_536,
+        }
     }
 }
 
@@ -151,9 +170,16 @@ pub struct NormalizeConfig {
 impl Default for NormalizeConfig {
     fn default() -> Self {
         NormalizeConfig {
-            trusted_proxies: ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "127.0.0.0/8", "::1/128", "fc00::/7"]
-                .map(String::from)
-                .to_vec(),
+            trusted_proxies: [
+                "10.0.0.0/8",
+                "172.16.0.0/12",
+                "192.168.0.0/16",
+                "127.0.0.0/8",
+                "::1/128",
+                "fc00::/7",
+            ]
+            .map(String::from)
+            .to_vec(),
             ipv6_prefix: 64,
             allowlist: Vec::new(),
             lowercase_accounts: true,
@@ -192,7 +218,12 @@ pub struct StateConfig {
 
 impl Default for StateConfig {
     fn default() -> Self {
-        StateConfig { max_ips: 1_000_000, max_accounts: 1_000_000, max_services: 10_000, max_dedup_ids: 1_000_000 }
+        StateConfig {
+            max_ips: 1_000_000,
+            max_accounts: 1_000_000,
+            max_services: 10_000,
+            max_dedup_ids: 1_000_000,
+        }
     }
 }
 
@@ -205,7 +236,10 @@ pub struct SignalsConfig {
 
 impl Default for SignalsConfig {
     fn default() -> Self {
-        SignalsConfig { escalation_factor: 5.0, sample_size: 5 }
+        SignalsConfig {
+            escalation_factor: 5.0,
+            sample_size: 5,
+        }
     }
 }
 
@@ -236,7 +270,13 @@ pub struct BruteforceConfig {
 
 impl Default for BruteforceConfig {
     fn default() -> Self {
-        BruteforceConfig { enabled: true, window: Dur::mins(5), min_failures: 10, severity: Severity::Medium, cooldown: None }
+        BruteforceConfig {
+            enabled: true,
+            window: Dur::mins(5),
+            min_failures: 10,
+            severity: Severity::Medium,
+            cooldown: None,
+        }
     }
 }
 
@@ -355,7 +395,13 @@ pub struct IpVelocityConfig {
 
 impl Default for IpVelocityConfig {
     fn default() -> Self {
-        IpVelocityConfig { enabled: true, window: Dur::mins(1), min_attempts: 120, severity: Severity::Medium, cooldown: None }
+        IpVelocityConfig {
+            enabled: true,
+            window: Dur::mins(1),
+            min_attempts: 120,
+            severity: Severity::Medium,
+            cooldown: None,
+        }
     }
 }
 
@@ -389,7 +435,7 @@ impl Default for DistributedCredentialStuffingConfig {
             min_distinct_accounts: 100,
             baseline_window: Dur::hours(1),
             min_baseline_attempts: 100,
-            default_baseline_ratio: 0.1,
+            default_baseline_ratio: 0.3,
             severity: Severity::High,
             cooldown: None,
         }
@@ -401,6 +447,7 @@ impl Default for DistributedCredentialStuffingConfig {
 pub struct CampaignParticipantConfig {
     pub enabled: bool,
     pub min_distinct_accounts: u32,
+    pub min_failure_ratio: f64,
     pub severity: Severity,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cooldown: Option<Dur>,
@@ -408,7 +455,13 @@ pub struct CampaignParticipantConfig {
 
 impl Default for CampaignParticipantConfig {
     fn default() -> Self {
-        CampaignParticipantConfig { enabled: true, min_distinct_accounts: 2, severity: Severity::Medium, cooldown: None }
+        CampaignParticipantConfig {
+            enabled: true,
+            min_distinct_accounts: 2,
+            min_failure_ratio: 0.5,
+            severity: Severity::Medium,
+            cooldown: None,
+        }
     }
 }
 
@@ -457,7 +510,10 @@ pub struct KeyError {
 }
 
 fn key_err(key: &str, message: impl Into<String>) -> KeyError {
-    KeyError { key: key.to_string(), message: message.into() }
+    KeyError {
+        key: key.to_string(),
+        message: message.into(),
+    }
 }
 
 impl Config {
@@ -466,8 +522,10 @@ impl Config {
         match path {
             None => Config::from_toml_str(DEFAULT_TOML, "<embedded default.toml>"),
             Some(p) => {
-                let text = std::fs::read_to_string(p)
-                    .map_err(|source| ConfigError::Read { path: p.display().to_string(), source })?;
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.display().to_string(),
+                    source,
+                })?;
                 Config::from_toml_str(&text, &p.display().to_string())
             }
         }
@@ -480,10 +538,16 @@ impl Config {
             let line = offset.map(|o| line_of(text, o));
             let key = offset.and_then(|o| key_path_at(text, o));
             let message = match key {
-                Some(k) if !e.message().contains(&format!("`{k}`")) => format!("{k}: {}", e.message()),
+                Some(k) if !e.message().contains(&format!("`{k}`")) => {
+                    format!("{k}: {}", e.message())
+                }
                 _ => e.message().to_string(),
             };
-            ConfigError::Invalid { origin: origin.to_string(), line: LineRef(line), message }
+            ConfigError::Invalid {
+                origin: origin.to_string(),
+                line: LineRef(line),
+                message,
+            }
         })?;
         if let Err(ke) = cfg.validate() {
             let line = line_of_key(text, &ke.key);
@@ -502,24 +566,41 @@ impl Config {
     }
 
     pub fn trusted_proxies(&self) -> CidrSet {
-        CidrSet::new(self.normalize.trusted_proxies.iter().filter_map(|s| s.parse::<Cidr>().ok()).collect())
+        CidrSet::new(
+            self.normalize
+                .trusted_proxies
+                .iter()
+                .filter_map(|s| s.parse::<Cidr>().ok())
+                .collect(),
+        )
     }
 
     pub fn allowlist(&self) -> CidrSet {
-        CidrSet::new(self.normalize.allowlist.iter().filter_map(|s| s.parse::<Cidr>().ok()).collect())
+        CidrSet::new(
+            self.normalize
+                .allowlist
+                .iter()
+                .filter_map(|s| s.parse::<Cidr>().ok())
+                .collect(),
+        )
     }
 
     /// Every impossible value is an error naming its key.
     pub fn validate(&self) -> Result<(), KeyError> {
         let n = &self.normalize;
         for (i, c) in n.trusted_proxies.iter().enumerate() {
-            c.parse::<Cidr>().map_err(|m| key_err(&format!("normalize.trusted_proxies[{i}]"), m))?;
+            c.parse::<Cidr>()
+                .map_err(|m| key_err(&format!("normalize.trusted_proxies[{i}]"), m))?;
         }
         for (i, c) in n.allowlist.iter().enumerate() {
-            c.parse::<Cidr>().map_err(|m| key_err(&format!("normalize.allowlist[{i}]"), m))?;
+            c.parse::<Cidr>()
+                .map_err(|m| key_err(&format!("normalize.allowlist[{i}]"), m))?;
         }
         if !(1..=128).contains(&n.ipv6_prefix) {
-            return Err(key_err("normalize.ipv6_prefix", format!("must be 1..=128 (got {})", n.ipv6_prefix)));
+            return Err(key_err(
+                "normalize.ipv6_prefix",
+                format!("must be 1..=128 (got {})", n.ipv6_prefix),
+            ));
         }
         if self.input.max_event_bytes < 256 {
             return Err(key_err("input.max_event_bytes", "must be at least 256"));
@@ -532,7 +613,10 @@ impl Config {
             return Err(key_err("time.jump_confirmations", "must be at least 1"));
         }
         if t.max_forward_jump <= t.allowed_lateness {
-            return Err(key_err("time.max_forward_jump", "must be longer than time.allowed_lateness"));
+            return Err(key_err(
+                "time.max_forward_jump",
+                "must be longer than time.allowed_lateness",
+            ));
         }
         let s = &self.state;
         for (k, v) in [
@@ -546,7 +630,10 @@ impl Config {
             }
         }
         if self.signals.escalation_factor.is_nan() || self.signals.escalation_factor <= 1.0 {
-            return Err(key_err("signals.escalation_factor", "must be greater than 1"));
+            return Err(key_err(
+                "signals.escalation_factor",
+                "must be greater than 1",
+            ));
         }
         if self.signals.sample_size == 0 || self.signals.sample_size > 100 {
             return Err(key_err("signals.sample_size", "must be 1..=100"));
@@ -559,27 +646,54 @@ impl Config {
 
         let p = "rules.distributed_bruteforce";
         positive(&format!("{p}.window"), r.distributed_bruteforce.window)?;
-        at_least_one(&format!("{p}.min_failures"), r.distributed_bruteforce.min_failures)?;
-        at_least_one(&format!("{p}.min_distinct_ips"), r.distributed_bruteforce.min_distinct_ips)?;
+        at_least_one(
+            &format!("{p}.min_failures"),
+            r.distributed_bruteforce.min_failures,
+        )?;
+        at_least_one(
+            &format!("{p}.min_distinct_ips"),
+            r.distributed_bruteforce.min_distinct_ips,
+        )?;
         cooldown(p, r.distributed_bruteforce.cooldown)?;
 
         let p = "rules.credential_stuffing";
         positive(&format!("{p}.window"), r.credential_stuffing.window)?;
-        at_least_one(&format!("{p}.min_failures"), r.credential_stuffing.min_failures)?;
-        at_least_one(&format!("{p}.min_distinct_accounts"), r.credential_stuffing.min_distinct_accounts)?;
-        ratio(&format!("{p}.min_failure_ratio"), r.credential_stuffing.min_failure_ratio)?;
+        at_least_one(
+            &format!("{p}.min_failures"),
+            r.credential_stuffing.min_failures,
+        )?;
+        at_least_one(
+            &format!("{p}.min_distinct_accounts"),
+            r.credential_stuffing.min_distinct_accounts,
+        )?;
+        ratio(
+            &format!("{p}.min_failure_ratio"),
+            r.credential_stuffing.min_failure_ratio,
+        )?;
         cooldown(p, r.credential_stuffing.cooldown)?;
 
         let p = "rules.credential_stuffing_slow";
         positive(&format!("{p}.window"), r.credential_stuffing_slow.window)?;
-        at_least_one(&format!("{p}.min_failures"), r.credential_stuffing_slow.min_failures)?;
-        at_least_one(&format!("{p}.min_distinct_accounts"), r.credential_stuffing_slow.min_distinct_accounts)?;
+        at_least_one(
+            &format!("{p}.min_failures"),
+            r.credential_stuffing_slow.min_failures,
+        )?;
+        at_least_one(
+            &format!("{p}.min_distinct_accounts"),
+            r.credential_stuffing_slow.min_distinct_accounts,
+        )?;
         cooldown(p, r.credential_stuffing_slow.cooldown)?;
 
         let p = "rules.user_enumeration";
         positive(&format!("{p}.window"), r.user_enumeration.window)?;
-        at_least_one(&format!("{p}.min_failures"), r.user_enumeration.min_failures)?;
-        at_least_one(&format!("{p}.min_distinct_accounts"), r.user_enumeration.min_distinct_accounts)?;
+        at_least_one(
+            &format!("{p}.min_failures"),
+            r.user_enumeration.min_failures,
+        )?;
+        at_least_one(
+            &format!("{p}.min_distinct_accounts"),
+            r.user_enumeration.min_distinct_accounts,
+        )?;
         if r.user_enumeration.min_distinct_accounts > r.user_enumeration.min_failures {
             return Err(key_err(
                 &format!("{p}.min_distinct_accounts"),
@@ -597,38 +711,69 @@ impl Config {
         let d = &r.distributed_credential_stuffing;
         positive(&format!("{p}.window"), d.window)?;
         if d.window.ms() % 1000 != 0 || d.window.ms() < 10_000 {
-            return Err(key_err(&format!("{p}.window"), "must be whole seconds and at least 10s"));
+            return Err(key_err(
+                &format!("{p}.window"),
+                "must be whole seconds and at least 10s",
+            ));
         }
         at_least_one(&format!("{p}.min_failures"), d.min_failures)?;
         at_least_one(&format!("{p}.min_distinct_ips"), d.min_distinct_ips)?;
-        at_least_one(&format!("{p}.min_distinct_accounts"), d.min_distinct_accounts)?;
+        at_least_one(
+            &format!("{p}.min_distinct_accounts"),
+            d.min_distinct_accounts,
+        )?;
         if d.baseline_factor.is_nan() || d.baseline_factor < 1.0 {
-            return Err(key_err(&format!("{p}.baseline_factor"), "must be at least 1"));
+            return Err(key_err(
+                &format!("{p}.baseline_factor"),
+                "must be at least 1",
+            ));
         }
         ratio(&format!("{p}.max_required_ratio"), d.max_required_ratio)?;
-        ratio(&format!("{p}.default_baseline_ratio"), d.default_baseline_ratio)?;
+        ratio(
+            &format!("{p}.default_baseline_ratio"),
+            d.default_baseline_ratio,
+        )?;
         if d.baseline_window < d.window {
-            return Err(key_err(&format!("{p}.baseline_window"), "must be at least the rule's window"));
+            return Err(key_err(
+                &format!("{p}.baseline_window"),
+                "must be at least the rule's window",
+            ));
         }
         cooldown(p, d.cooldown)?;
 
         let p = "rules.campaign_participant";
-        at_least_one(&format!("{p}.min_distinct_accounts"), r.campaign_participant.min_distinct_accounts)?;
+        at_least_one(
+            &format!("{p}.min_distinct_accounts"),
+            r.campaign_participant.min_distinct_accounts,
+        )?;
+        ratio(
+            &format!("{p}.min_failure_ratio"),
+            r.campaign_participant.min_failure_ratio,
+        )?;
         cooldown(p, r.campaign_participant.cooldown)?;
 
         let p = "rules.account_takeover";
         positive(&format!("{p}.window"), r.account_takeover.window)?;
         if r.account_takeover.max_lookback_successes > 1024 {
-            return Err(key_err(&format!("{p}.max_lookback_successes"), "must be at most 1024"));
+            return Err(key_err(
+                &format!("{p}.max_lookback_successes"),
+                "must be at most 1024",
+            ));
         }
         for (i, rule) in r.account_takeover.ip_rules.iter().enumerate() {
             if rule.entity_type() != EntityType::Ip {
-                return Err(key_err(&format!("{p}.ip_rules[{i}]"), format!("{rule} is not an IP rule")));
+                return Err(key_err(
+                    &format!("{p}.ip_rules[{i}]"),
+                    format!("{rule} is not an IP rule"),
+                ));
             }
         }
         for (i, rule) in r.account_takeover.account_rules.iter().enumerate() {
             if rule.entity_type() != EntityType::Account || *rule == Rule::AccountTakeover {
-                return Err(key_err(&format!("{p}.account_rules[{i}]"), format!("{rule} is not an attack rule on accounts")));
+                return Err(key_err(
+                    &format!("{p}.account_rules[{i}]"),
+                    format!("{rule} is not an attack rule on accounts"),
+                ));
             }
         }
         cooldown(p, r.account_takeover.cooldown)?;
@@ -637,15 +782,30 @@ impl Config {
 }
 
 fn positive(key: &str, d: Dur) -> Result<(), KeyError> {
-    if d.ms() <= 0 { Err(key_err(key, format!("must be longer than 0 (got {d})"))) } else { Ok(()) }
+    if d.ms() <= 0 {
+        Err(key_err(key, format!("must be longer than 0 (got {d})")))
+    } else {
+        Ok(())
+    }
 }
 
 fn non_negative(key: &str, d: Dur) -> Result<(), KeyError> {
-    if d.ms() < 0 { Err(key_err(key, "must not be negative")) } else { Ok(()) }
+    if d.ms() < 0 {
+        Err(key_err(key, "must not be negative"))
+    } else {
+        Ok(())
+    }
 }
 
 fn at_least_one(key: &str, v: u32) -> Result<(), KeyError> {
-    if v == 0 { Err(key_err(key, "must be at least 1 (0 would fire on every event)")) } else { Ok(()) }
+    if v == 0 {
+        Err(key_err(
+            key,
+            "must be at least 1 (0 would fire on every event)",
+        ))
+    } else {
+        Ok(())
+    }
 }
 
 fn ratio(key: &str, v: f64) -> Result<(), KeyError> {
@@ -664,7 +824,11 @@ fn cooldown(rule: &str, c: Option<Dur>) -> Result<(), KeyError> {
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())].bytes().filter(|b| *b == b'\n').count() + 1
+    text[..offset.min(text.len())]
+        .bytes()
+        .filter(|b| *b == b'\n')
+        .count()
+        + 1
 }
 
 /// The line where a dotted key (`rules.bruteforce.window`, `normalize.allowlist[2]`) is
@@ -725,7 +889,8 @@ fn table_contains(t: &dyn toml_edit::TableLike, offset: usize) -> bool {
         let ks = t.key(k).and_then(|key| key.span());
         ks.is_some_and(|s| s.contains(&offset))
             || v.span().is_some_and(|s| s.contains(&offset))
-            || v.as_table_like().is_some_and(|inner| table_contains(inner, offset))
+            || v.as_table_like()
+                .is_some_and(|inner| table_contains(inner, offset))
     })
 }
 
@@ -754,7 +919,9 @@ mod tests {
     }
 
     fn err(text: &str) -> String {
-        Config::from_toml_str(text, "my.toml").unwrap_err().to_string()
+        Config::from_toml_str(text, "my.toml")
+            .unwrap_err()
+            .to_string()
     }
 
     #[test]
@@ -774,22 +941,40 @@ mod tests {
     #[test]
     fn bad_duration_names_the_key() {
         let e = err("[time]\nallowed_lateness = \"soon\"\n");
-        assert!(e.contains("time.allowed_lateness") && e.contains("soon"), "{e}");
+        assert!(
+            e.contains("time.allowed_lateness") && e.contains("soon"),
+            "{e}"
+        );
         assert!(e.starts_with("my.toml:2:"), "{e}");
     }
 
     #[test]
     fn impossible_values_name_the_key_and_line() {
         let e = err("# c\n[rules.bruteforce]\nmin_failures = 0\n");
-        assert_eq!(e, "my.toml:3: rules.bruteforce.min_failures: must be at least 1 (0 would fire on every event)");
+        assert_eq!(
+            e,
+            "my.toml:3: rules.bruteforce.min_failures: must be at least 1 (0 would fire on every event)"
+        );
         let e = err("[rules.credential_stuffing]\nmin_failure_ratio = 1.5\n");
-        assert!(e.starts_with("my.toml:2: rules.credential_stuffing.min_failure_ratio"), "{e}");
+        assert!(
+            e.starts_with("my.toml:2: rules.credential_stuffing.min_failure_ratio"),
+            "{e}"
+        );
         let e = err("[normalize]\nallowlist = [\"10.0.0.0/8\", \"nope\"]\n");
-        assert!(e.contains("normalize.allowlist[1]") && e.contains("nope"), "{e}");
+        assert!(
+            e.contains("normalize.allowlist[1]") && e.contains("nope"),
+            "{e}"
+        );
         let e = err("[rules.account_takeover]\nip_rules = [\"bruteforce\"]\n");
-        assert!(e.starts_with("my.toml:2: rules.account_takeover.ip_rules[0]"), "{e}");
+        assert!(
+            e.starts_with("my.toml:2: rules.account_takeover.ip_rules[0]"),
+            "{e}"
+        );
         let e = err("[rules.user_enumeration]\nmin_failures = 3\n");
-        assert!(e.contains("rules.user_enumeration.min_distinct_accounts"), "{e}");
+        assert!(
+            e.contains("rules.user_enumeration.min_distinct_accounts"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -135,7 +135,10 @@ pub struct InvalidEvent {
 
 impl InvalidEvent {
     pub fn new(reason: InvalidReason, detail: impl Into<String>) -> Self {
-        InvalidEvent { reason, detail: detail.into() }
+        InvalidEvent {
+            reason,
+            detail: detail.into(),
+        }
     }
 }
 
@@ -268,7 +271,10 @@ fn validate(raw: RawEvent<'_>) -> Result<AuthEvent<'_>, InvalidEvent> {
         Some(other) => {
             return Err(InvalidEvent::new(
                 InvalidReason::UnknownEventType,
-                format!("type `{}` is not user.login or session.create", truncate(other)),
+                format!(
+                    "type `{}` is not user.login or session.create",
+                    truncate(other)
+                ),
             ));
         }
         None => return Err(missing("type")),
@@ -298,7 +304,9 @@ fn validate(raw: RawEvent<'_>) -> Result<AuthEvent<'_>, InvalidEvent> {
     if !(MIN_TS_MS..MAX_TS_MS).contains(&ts_ms) {
         return Err(InvalidEvent::new(
             InvalidReason::TimestampOutOfRange,
-            format!("ts {ts_ms} ms is outside 2000-01-01..2100-01-01 (seconds sent as milliseconds?)"),
+            format!(
+                "ts {ts_ms} ms is outside 2000-01-01..2100-01-01 (seconds sent as milliseconds?)"
+            ),
         ));
     }
     if raw.ip.is_none() {
@@ -316,11 +324,19 @@ fn validate(raw: RawEvent<'_>) -> Result<AuthEvent<'_>, InvalidEvent> {
             }
         }
     }
-    Ok(AuthEvent { kind, outcome, ts_ms, raw })
+    Ok(AuthEvent {
+        kind,
+        outcome,
+        ts_ms,
+        raw,
+    })
 }
 
 fn missing(field: &str) -> InvalidEvent {
-    InvalidEvent::new(InvalidReason::MissingField, format!("missing field `{field}`"))
+    InvalidEvent::new(
+        InvalidReason::MissingField,
+        format!("missing field `{field}`"),
+    )
 }
 
 fn truncate(s: &str) -> &str {
@@ -335,7 +351,13 @@ fn truncate(s: &str) -> &str {
 /// step; anything unusual falls back to chrono.
 pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
     let b = s.as_bytes();
-    if b.len() >= 20 && b[4] == b'-' && b[7] == b'-' && (b[10] == b'T' || b[10] == b't' || b[10] == b' ') && b[13] == b':' && b[16] == b':' {
+    if b.len() >= 20
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && (b[10] == b'T' || b[10] == b't' || b[10] == b' ')
+        && b[13] == b':'
+        && b[16] == b':'
+    {
         let d = |i: usize| -> Option<i64> {
             let c = b[i];
             c.is_ascii_digit().then_some((c - b'0') as i64)
@@ -377,7 +399,13 @@ pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
             }
             _ => return fallback_rfc3339(s),
         };
-        if !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) || hour > 23 || min > 59 || sec > 60 {
+        if !(1..=12).contains(&month)
+            || day < 1
+            || day > days_in_month(year, month)
+            || hour > 23
+            || min > 59
+            || sec > 60
+        {
             return None;
         }
         let days = days_from_civil(year, month, day);
@@ -388,7 +416,9 @@ pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
 }
 
 fn fallback_rfc3339(s: &str) -> Option<i64> {
-    chrono::DateTime::parse_from_rfc3339(s).ok().map(|d| d.timestamp_millis())
+    chrono::DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|d| d.timestamp_millis())
 }
 
 fn days_in_month(y: i64, m: i64) -> i64 {
@@ -635,17 +665,30 @@ mod tests {
             "2000-01-01T00:00:00-05:30",
             "2099-12-31t23:59:59z",
         ] {
-            let want = chrono::DateTime::parse_from_rfc3339(s).unwrap().timestamp_millis();
+            let want = chrono::DateTime::parse_from_rfc3339(s)
+                .unwrap()
+                .timestamp_millis();
             assert_eq!(parse_rfc3339_ms(s), Some(want), "{s}");
         }
-        for bad in ["2026-13-01T00:00:00Z", "2026-02-30T00:00:00Z", "2026-11-21T10:03:00", "yesterday", "2026-11-21T10:03:00.Z"] {
+        for bad in [
+            "2026-13-01T00:00:00Z",
+            "2026-02-30T00:00:00Z",
+            "2026-11-21T10:03:00",
+            "yesterday",
+            "2026-11-21T10:03:00.Z",
+        ] {
             assert_eq!(parse_rfc3339_ms(bad), None, "{bad}");
         }
     }
 
     #[test]
     fn format_ts_round_trips() {
-        for ms in [MIN_TS_MS, 1_763_719_380_123, 1_763_719_380_000, MAX_TS_MS - 1] {
+        for ms in [
+            MIN_TS_MS,
+            1_763_719_380_123,
+            1_763_719_380_000,
+            MAX_TS_MS - 1,
+        ] {
             assert_eq!(parse_rfc3339_ms(&format_ts(ms)), Some(ms));
         }
     }

@@ -36,7 +36,10 @@ pub fn hash_bytes_seeded(bytes: &[u8], seed: u64) -> u64 {
     let mut h = seed ^ (bytes.len() as u64).wrapping_mul(K1);
     let mut chunks = bytes.chunks_exact(8);
     for c in &mut chunks {
-        h = fold(h, u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]));
+        h = fold(
+            h,
+            u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]),
+        );
     }
     let rest = chunks.remainder();
     if !rest.is_empty() {

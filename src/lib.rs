@@ -11,4 +11,6 @@ pub mod engine;
 pub mod event;
 pub mod hash;
 pub mod normalize;
+pub mod replay;
 pub mod signal;
+pub mod simulate;

@@ -22,12 +22,18 @@ const V4_MAPPED: u128 = 0xffff_u128 << 32;
 impl IpKey {
     pub fn from_addr(addr: IpAddr, v6_prefix: u8) -> IpKey {
         match addr {
-            IpAddr::V4(v4) => IpKey { bits: V4_MAPPED | u32::from(v4) as u128, prefix: 128 },
+            IpAddr::V4(v4) => IpKey {
+                bits: V4_MAPPED | u32::from(v4) as u128,
+                prefix: 128,
+            },
             IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
                 Some(v4) => IpKey::from_addr(IpAddr::V4(v4), v6_prefix),
                 None => {
                     let p = v6_prefix.min(128);
-                    IpKey { bits: u128::from(v6) & prefix_mask(p), prefix: p }
+                    IpKey {
+                        bits: u128::from(v6) & prefix_mask(p),
+                        prefix: p,
+                    }
                 }
             },
         }
@@ -56,7 +62,11 @@ impl fmt::Display for IpKey {
 }
 
 fn prefix_mask(p: u8) -> u128 {
-    if p == 0 { 0 } else { u128::MAX << (128 - p as u32) }
+    if p == 0 {
+        0
+    } else {
+        u128::MAX << (128 - p as u32)
+    }
 }
 
 /// A CIDR block, e.g. `10.0.0.0/8` or `2001:db8::/32`. A bare address is a /32 or /128.
@@ -88,27 +98,49 @@ impl FromStr for Cidr {
             Some((a, l)) => (a, Some(l)),
             None => (s, None),
         };
-        let addr: IpAddr = addr.trim().parse().map_err(|_| format!("`{s}` is not an IP address or CIDR"))?;
+        let addr: IpAddr = addr
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{s}` is not an IP address or CIDR"))?;
         let max = if addr.is_ipv4() { 32 } else { 128 };
         let len: u8 = match len {
-            Some(l) => l.trim().parse().ok().filter(|l| *l <= max).ok_or_else(|| format!("`{s}`: prefix length must be 0..={max}"))?,
+            Some(l) => l
+                .trim()
+                .parse()
+                .ok()
+                .filter(|l| *l <= max)
+                .ok_or_else(|| format!("`{s}`: prefix length must be 0..={max}"))?,
             None => max,
         };
         let (bits, mask, v4) = match addr {
-            IpAddr::V4(a) => (V4_MAPPED | u32::from(a) as u128, (u128::MAX << 32) | prefix_mask(len + 96) & 0xffff_ffff, true),
+            IpAddr::V4(a) => (
+                V4_MAPPED | u32::from(a) as u128,
+                (u128::MAX << 32) | prefix_mask(len + 96) & 0xffff_ffff,
+                true,
+            ),
             IpAddr::V6(a) => (u128::from(a), prefix_mask(len), false),
         };
         if bits & mask != bits {
             return Err(format!("`{s}` has host bits set below its prefix"));
         }
-        Ok(Cidr { bits, mask, text_prefix: len, v4 })
+        Ok(Cidr {
+            bits,
+            mask,
+            text_prefix: len,
+            v4,
+        })
     }
 }
 
 impl fmt::Display for Cidr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.v4 {
-            write!(f, "{}/{}", Ipv4Addr::from(self.bits as u32), self.text_prefix)
+            write!(
+                f,
+                "{}/{}",
+                Ipv4Addr::from(self.bits as u32),
+                self.text_prefix
+            )
         } else {
             write!(f, "{}/{}", Ipv6Addr::from(self.bits), self.text_prefix)
         }
@@ -133,6 +165,9 @@ impl CidrSet {
 
 /// Parses an address as it appears in logs: bare, `a.b.c.d:port`, or `[v6]:port`.
 pub fn parse_ip(s: &str) -> Option<IpAddr> {
+    if let Ok(a) = IpAddr::from_str(s) {
+        return Some(a);
+    }
     let s = s.trim();
     if let Ok(a) = IpAddr::from_str(s) {
         return Some(a);
@@ -167,7 +202,10 @@ pub fn client_ip(ev: &AuthEvent<'_>, trusted: &CidrSet) -> Result<IpAddr, Invali
 
 fn bad_ip(field: &str, v: &str) -> InvalidEvent {
     let v: String = v.chars().take(64).collect();
-    InvalidEvent::new(InvalidReason::InvalidIp, format!("{field} `{v}` is not an IP address"))
+    InvalidEvent::new(
+        InvalidReason::InvalidIp,
+        format!("{field} `{v}` is not an IP address"),
+    )
 }
 
 /// The account key: `user.login` when present, else `user.id`; lower-cased if asked, so
@@ -205,8 +243,16 @@ mod tests {
         assert!(s.contains("::ffff:10.0.0.1".parse().unwrap()));
         assert!("10.0.0.1/8".parse::<Cidr>().is_err());
         assert!("10.0.0.0/33".parse::<Cidr>().is_err());
-        assert_eq!("0.0.0.0/0".parse::<Cidr>().unwrap().to_string(), "0.0.0.0/0");
-        assert!("0.0.0.0/0".parse::<Cidr>().unwrap().contains("8.8.8.8".parse().unwrap()));
+        assert_eq!(
+            "0.0.0.0/0".parse::<Cidr>().unwrap().to_string(),
+            "0.0.0.0/0"
+        );
+        assert!(
+            "0.0.0.0/0"
+                .parse::<Cidr>()
+                .unwrap()
+                .contains("8.8.8.8".parse().unwrap())
+        );
     }
 
     #[test]
@@ -222,8 +268,14 @@ mod tests {
 
     #[test]
     fn ip_with_port_parses() {
-        assert_eq!(parse_ip("203.0.113.7:443"), Some("203.0.113.7".parse().unwrap()));
-        assert_eq!(parse_ip("[2001:db8::1]:443"), Some("2001:db8::1".parse().unwrap()));
+        assert_eq!(
+            parse_ip("203.0.113.7:443"),
+            Some("203.0.113.7".parse().unwrap())
+        );
+        assert_eq!(
+            parse_ip("[2001:db8::1]:443"),
+            Some("2001:db8::1".parse().unwrap())
+        );
         assert_eq!(parse_ip("unknown"), None);
     }
 }

@@ -7,7 +7,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::hash::hash_bytes_seeded;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     Low,
@@ -18,7 +20,12 @@ pub enum Severity {
 }
 
 impl Severity {
-    pub const ALL: [Severity; 4] = [Severity::Low, Severity::Medium, Severity::High, Severity::Critical];
+    pub const ALL: [Severity; 4] = [
+        Severity::Low,
+        Severity::Medium,
+        Severity::High,
+        Severity::Critical,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -93,7 +100,9 @@ impl Rule {
 
     pub fn entity_type(self) -> EntityType {
         match self {
-            Rule::Bruteforce | Rule::DistributedBruteforce | Rule::AccountTakeover => EntityType::Account,
+            Rule::Bruteforce | Rule::DistributedBruteforce | Rule::AccountTakeover => {
+                EntityType::Account
+            }
             Rule::DistributedCredentialStuffing => EntityType::Service,
             _ => EntityType::Ip,
         }

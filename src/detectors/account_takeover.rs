@@ -16,7 +16,9 @@ pub struct Lookback {
 
 impl Lookback {
     pub fn push(&mut self, t: i64, account: u64, horizon: i64, cap: usize) {
-        self.v.retain(|e| e.0 >= horizon);
+        if self.v.first().is_some_and(|e| e.0 < horizon) {
+            self.v.retain(|e| e.0 >= horizon);
+        }
         if cap == 0 {
             return;
         }
@@ -35,7 +37,10 @@ impl Lookback {
 
     /// Accounts signed into within `[from, to]`.
     pub fn within(&self, from: i64, to: i64) -> impl Iterator<Item = (i64, u64)> + '_ {
-        self.v.iter().copied().filter(move |e| e.0 >= from && e.0 <= to)
+        self.v
+            .iter()
+            .copied()
+            .filter(move |e| e.0 >= from && e.0 <= to)
     }
 
     pub fn heap_bytes(&self) -> usize {
@@ -51,7 +56,15 @@ pub enum Cause<'a> {
     AccountUnderAttack { rule: Rule, ip_attacked: bool },
 }
 
-pub fn fire(cfg: &AccountTakeoverConfig, t: i64, account: &str, ip: &str, account_hash: u64, ip_hash: u64, cause: Cause<'_>) -> Fire {
+pub fn fire(
+    cfg: &AccountTakeoverConfig,
+    t: i64,
+    account: &str,
+    ip: &str,
+    account_hash: u64,
+    ip_hash: u64,
+    cause: Cause<'_>,
+) -> Fire {
     let (severity, because, how) = match cause {
         Cause::AttackerIp { rule, ip: flagged } => (
             cfg.severity_from_attacker_ip,
@@ -59,7 +72,11 @@ pub fn fire(cfg: &AccountTakeoverConfig, t: i64, account: &str, ip: &str, accoun
             format!("from {flagged}, flagged by {rule}"),
         ),
         Cause::AccountUnderAttack { rule, ip_attacked } => (
-            if ip_attacked { cfg.severity_from_attacker_ip } else { cfg.severity },
+            if ip_attacked {
+                cfg.severity_from_attacker_ip
+            } else {
+                cfg.severity
+            },
             format!("{rule} on {account}"),
             if ip_attacked {
                 format!("from {ip}, which took part in the {rule} on it")
@@ -73,9 +90,18 @@ pub fn fire(cfg: &AccountTakeoverConfig, t: i64, account: &str, ip: &str, accoun
         severity,
         ts: t,
         window: cfg.window,
-        entity: Entity { kind: EntityType::Account, value: account.to_string() },
-        counts: Counts { successes: Some(1), ..Default::default() },
-        thresholds: Counts { successes: Some(1), ..Default::default() },
+        entity: Entity {
+            kind: EntityType::Account,
+            value: account.to_string(),
+        },
+        counts: Counts {
+            successes: Some(1),
+            ..Default::default()
+        },
+        thresholds: Counts {
+            successes: Some(1),
+            ..Default::default()
+        },
         sample_accounts: vec![account_hash],
         sample_ips: vec![ip_hash],
         because: Some(because),
@@ -83,4 +109,3 @@ pub fn fire(cfg: &AccountTakeoverConfig, t: i64, account: &str, ip: &str, accoun
         summary: format!("{account} signed in {how}"),
     }
 }
-

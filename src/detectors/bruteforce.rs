@@ -7,25 +7,49 @@ use crate::engine::state::AccountHot;
 use crate::signal::{Counts, Entity, EntityType, Rule};
 
 /// `idx` is where the new failure landed in `hot.failures`.
-pub fn check(cfg: &BruteforceConfig, factor: f64, hot: &mut AccountHot, idx: usize, account: &str, samples: usize) -> Option<Fire> {
+pub fn check(
+    cfg: &BruteforceConfig,
+    factor: f64,
+    hot: &mut AccountHot,
+    idx: usize,
+    account: &str,
+    samples: usize,
+) -> Option<Fire> {
     let n = cfg.min_failures as usize;
     let w = cfg.window.ms();
     let end = hot.failures.crossing(idx, n, w)?;
     let failures = hot.failures.count_in(end, w);
     let ips = hot.failing_ips.count(end, w);
-    let severity = severity_for(cfg.severity, failures, escalation_count(cfg.min_failures, factor));
+    let severity = severity_for(
+        cfg.severity,
+        failures,
+        escalation_count(cfg.min_failures, factor),
+    );
     Some(Fire {
         rule: Rule::Bruteforce,
         severity,
         ts: end,
         window: cfg.window,
-        entity: Entity { kind: EntityType::Account, value: account.to_string() },
-        counts: Counts { failures: Some(failures as u64), distinct_ips: Some(ips), ..Default::default() },
-        thresholds: Counts { failures: Some(cfg.min_failures as u64), ..Default::default() },
+        entity: Entity {
+            kind: EntityType::Account,
+            value: account.to_string(),
+        },
+        counts: Counts {
+            failures: Some(failures as u64),
+            distinct_ips: Some(ips),
+            ..Default::default()
+        },
+        thresholds: Counts {
+            failures: Some(cfg.min_failures as u64),
+            ..Default::default()
+        },
         sample_accounts: Vec::new(),
         sample_ips: hot.failing_ips.recent(end, w, samples),
         because: None,
         trace_ids: Vec::new(),
-        summary: format!("{account}: {failures} failed logins in {} from {ips} IP(s)", cfg.window),
+        summary: format!(
+            "{account}: {failures} failed logins in {} from {ips} IP(s)",
+            cfg.window
+        ),
     })
 }

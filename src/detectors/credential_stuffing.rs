@@ -13,10 +13,19 @@ pub fn slice_ms(cfg: &CredentialStuffingConfig) -> i64 {
     (cfg.window.ms() / 16).max(1)
 }
 
-pub fn check(cfg: &CredentialStuffingConfig, factor: f64, hot: &mut IpHot, idx: usize, ip: &IpKey, samples: usize) -> Option<Fire> {
+pub fn check(
+    cfg: &CredentialStuffingConfig,
+    factor: f64,
+    hot: &mut IpHot,
+    idx: usize,
+    ip: &IpKey,
+    samples: usize,
+) -> Option<Fire> {
     let w = cfg.window.ms();
     let end = hot.failures.crossing(idx, cfg.min_failures as usize, w)?;
-    if hot.failing_accounts.exact_len() < cfg.min_distinct_accounts as usize && !hot.failing_accounts.is_sketched() {
+    if hot.failing_accounts.exact_len() < cfg.min_distinct_accounts as usize
+        && !hot.failing_accounts.is_sketched()
+    {
         return None;
     }
     let accounts = hot.failing_accounts.count(end, w);
@@ -29,13 +38,20 @@ pub fn check(cfg: &CredentialStuffingConfig, factor: f64, hot: &mut IpHot, idx: 
     if r < cfg.min_failure_ratio {
         return None;
     }
-    let severity = severity_for(cfg.severity, failures as usize, escalation_count(cfg.min_failures, factor));
+    let severity = severity_for(
+        cfg.severity,
+        failures as usize,
+        escalation_count(cfg.min_failures, factor),
+    );
     Some(Fire {
         rule: Rule::CredentialStuffing,
         severity,
         ts: end,
         window: cfg.window,
-        entity: Entity { kind: EntityType::Ip, value: ip.to_string() },
+        entity: Entity {
+            kind: EntityType::Ip,
+            value: ip.to_string(),
+        },
         counts: Counts {
             failures: Some(failures),
             successes: Some(successes),
@@ -54,6 +70,9 @@ pub fn check(cfg: &CredentialStuffingConfig, factor: f64, hot: &mut IpHot, idx: 
         sample_ips: Vec::new(),
         because: None,
         trace_ids: Vec::new(),
-        summary: format!("{ip} failed logins on {accounts} accounts in {} ({failures} failures, failure ratio {:.2})", cfg.window, r),
+        summary: format!(
+            "{ip} failed logins on {accounts} accounts in {} ({failures} failures, failure ratio {:.2})",
+            cfg.window, r
+        ),
     })
 }

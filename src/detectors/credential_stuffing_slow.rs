@@ -3,7 +3,7 @@
 //! Anchor: Auth0 suspicious-IP throttling, 100 failed attempts per IP per day.
 
 use crate::config::CredentialStuffingSlowConfig;
-use crate::detectors::{Fire, escalation_count, severity_for};
+use crate::detectors::{Fire, escalation_count, severity_for, window_cap};
 use crate::engine::distinct::DistinctWindow;
 use crate::engine::window::TsWindow;
 use crate::normalize::IpKey;
@@ -34,8 +34,16 @@ pub fn observe_failure(
     let w = cfg.window.ms();
     let horizon = watermark.saturating_sub(w);
     let esc = escalation_count(cfg.min_failures, factor);
-    st.accounts.insert(account, t, horizon, w, (cfg.min_distinct_accounts as usize * 2).max(16));
-    let idx = st.failures.insert(t, horizon, esc)?;
+    st.accounts.insert(
+        account,
+        t,
+        horizon,
+        w,
+        (cfg.min_distinct_accounts as usize * 2).max(16),
+    );
+    let idx = st
+        .failures
+        .insert(t, horizon, window_cap(cfg.min_failures, factor))?;
     let end = st.failures.crossing(idx, cfg.min_failures as usize, w)?;
     let accounts = st.accounts.count(end, w);
     if accounts < cfg.min_distinct_accounts as u64 {
@@ -47,8 +55,15 @@ pub fn observe_failure(
         severity: severity_for(cfg.severity, failures, esc),
         ts: end,
         window: cfg.window,
-        entity: Entity { kind: EntityType::Ip, value: ip.to_string() },
-        counts: Counts { failures: Some(failures as u64), distinct_accounts: Some(accounts), ..Default::default() },
+        entity: Entity {
+            kind: EntityType::Ip,
+            value: ip.to_string(),
+        },
+        counts: Counts {
+            failures: Some(failures as u64),
+            distinct_accounts: Some(accounts),
+            ..Default::default()
+        },
         thresholds: Counts {
             failures: Some(cfg.min_failures as u64),
             distinct_accounts: Some(cfg.min_distinct_accounts as u64),
@@ -58,6 +73,9 @@ pub fn observe_failure(
         sample_ips: Vec::new(),
         because: None,
         trace_ids: Vec::new(),
-        summary: format!("{ip} failed logins on {accounts} accounts in {} ({failures} failures)", cfg.window),
+        summary: format!(
+            "{ip} failed logins on {accounts} accounts in {} ({failures} failures)",
+            cfg.window
+        ),
     })
 }

@@ -16,7 +16,8 @@ pub fn check(
 ) -> Option<Fire> {
     let w = cfg.window.ms();
     let end = hot.failures.crossing(idx, cfg.min_failures as usize, w)?;
-    if hot.failing_ips.exact_len() < cfg.min_distinct_ips as usize && !hot.failing_ips.is_sketched() {
+    if hot.failing_ips.exact_len() < cfg.min_distinct_ips as usize && !hot.failing_ips.is_sketched()
+    {
         return None;
     }
     let ips = hot.failing_ips.count(end, w);
@@ -24,14 +25,25 @@ pub fn check(
         return None;
     }
     let failures = hot.failures.count_in(end, w);
-    let severity = severity_for(cfg.severity, ips as usize, escalation_count(cfg.min_distinct_ips, factor));
+    let severity = severity_for(
+        cfg.severity,
+        ips as usize,
+        escalation_count(cfg.min_distinct_ips, factor),
+    );
     Some(Fire {
         rule: Rule::DistributedBruteforce,
         severity,
         ts: end,
         window: cfg.window,
-        entity: Entity { kind: EntityType::Account, value: account.to_string() },
-        counts: Counts { failures: Some(failures as u64), distinct_ips: Some(ips), ..Default::default() },
+        entity: Entity {
+            kind: EntityType::Account,
+            value: account.to_string(),
+        },
+        counts: Counts {
+            failures: Some(failures as u64),
+            distinct_ips: Some(ips),
+            ..Default::default()
+        },
         thresholds: Counts {
             failures: Some(cfg.min_failures as u64),
             distinct_ips: Some(cfg.min_distinct_ips as u64),
@@ -41,6 +53,9 @@ pub fn check(
         sample_ips: hot.failing_ips.recent(end, w, samples),
         because: None,
         trace_ids: Vec::new(),
-        summary: format!("{account}: {failures} failed logins from {ips} distinct IPs in {}", cfg.window),
+        summary: format!(
+            "{account}: {failures} failed logins from {ips} distinct IPs in {}",
+            cfg.window
+        ),
     })
 }

@@ -8,48 +8,54 @@
 //! under a sudden campaign is. The required ratio is capped (`max_required_ratio`) so a
 //! service that naturally fails 40 % of the time can still be seen under attack.
 //!
-//! State is per time slice (1/30 of the window): counts plus distinct sets that turn
-//! into HyperLogLog++ sketches, i.e. mergeable partials, which is what lets several
+//! State is per time slice (1/30 of the window): counts plus distinct sets of failing IPs
+//! and accounts (exact when small, HyperLogLog++ beyond), i.e. mergeable partials, which is what lets several
 //! instances share a service later. The window therefore slides at slice resolution.
 
 use std::collections::VecDeque;
 
 use crate::config::DistributedCredentialStuffingConfig;
 use crate::detectors::{Fire, escalation_count, ratio, severity_for};
-use crate::engine::distinct::DistinctWindow;
+use crate::engine::distinct::{SliceSet, union_count};
 use crate::signal::{Counts, Entity, EntityType, Rule, round3};
 
 const SLICES_PER_WINDOW: i64 = 30;
-/// Failing IPs remembered for the participant sweep when a campaign is declared.
+/// Failures remembered for the participant sweep and for samples.
 const MAX_RECENT_FAILURES: usize = 200_000;
 
-#[derive(Clone, Copy, Debug)]
 struct Slice {
     start: i64,
     attempts: u32,
     failures: u32,
     /// Judged part of a campaign: kept out of the baseline.
     attack: bool,
+    ips: Option<Box<SliceSet>>,
+    accounts: Option<Box<SliceSet>>,
 }
 
 #[derive(Default)]
 pub struct ServiceState {
     slices: VecDeque<Slice>,
-    ips: DistinctWindow,
-    accounts: DistinctWindow,
-    /// (ts, ip hash) of recent failures, for finding participants.
-    recent_failures: VecDeque<(i64, u64)>,
+    /// (ts, ip hash, account hash) of recent failures.
+    recent_failures: VecDeque<(i64, u64, u64)>,
     pub campaign_until: i64,
     last_eval_slice: i64,
     last_eval_failures: u64,
+    /// (slice, baseline): the baseline only changes when the window moves a slice.
+    baseline_cache: Option<(i64, f64)>,
 }
 
-/// What the cheap per-event check found.
+/// What observing one login found.
 pub struct Observed {
     pub fire: Option<Fire>,
     /// A campaign just became active: the engine sweeps recent failing IPs.
     pub campaign_started: bool,
 }
+
+const NONE: Observed = Observed {
+    fire: None,
+    campaign_started: false,
+};
 
 pub fn slice_ms(cfg: &DistributedCredentialStuffingConfig) -> i64 {
     (cfg.window.ms() / SLICES_PER_WINDOW).max(1)
@@ -60,21 +66,25 @@ impl ServiceState {
         t <= self.campaign_until
     }
 
-    /// IPs that failed on this service within `(end - w, end]`, deduplicated, in first-seen order.
-    pub fn recent_failing_ips(&self, end: i64, w: i64) -> Vec<u64> {
-        let mut seen = hashbrown::HashSet::new();
+    /// Failures on this service within `(end - w, end]`: (ts, ip hash, account hash).
+    pub fn recent_failures(&self, end: i64, w: i64) -> impl Iterator<Item = (i64, u64, u64)> + '_ {
         self.recent_failures
             .iter()
-            .filter(|(t, _)| *t > end - w && *t <= end)
-            .filter_map(|&(_, ip)| seen.insert(ip).then_some(ip))
-            .collect()
+            .copied()
+            .filter(move |f| f.0 > end - w && f.0 <= end)
     }
 
     pub fn heap_bytes(&self) -> usize {
+        let sets: usize = self
+            .slices
+            .iter()
+            .flat_map(|s| [s.ips.as_deref(), s.accounts.as_deref()])
+            .flatten()
+            .map(SliceSet::heap_bytes)
+            .sum();
         self.slices.capacity() * std::mem::size_of::<Slice>()
-            + self.ips.heap_bytes()
-            + self.accounts.heap_bytes()
-            + self.recent_failures.capacity() * 16
+            + sets
+            + self.recent_failures.capacity() * 24
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -90,7 +100,6 @@ impl ServiceState {
         service: &str,
         samples: usize,
     ) -> Observed {
-        let none = Observed { fire: None, campaign_started: false };
         let w = cfg.window.ms();
         let sm = slice_ms(cfg);
         let keep_from = watermark.saturating_sub(w + cfg.baseline_window.ms() + sm);
@@ -98,74 +107,110 @@ impl ServiceState {
             self.slices.pop_front();
         }
         let start = t.div_euclid(sm) * sm;
-        let pos = self.slices.partition_point(|s| s.start < start);
+        let pos = match self.slices.back() {
+            Some(b) if b.start == start => self.slices.len() - 1,
+            _ => self.slices.partition_point(|s| s.start < start),
+        };
         if pos == self.slices.len() || self.slices[pos].start != start {
-            self.slices.insert(pos, Slice { start, attempts: 0, failures: 0, attack: false });
+            self.slices.insert(
+                pos,
+                Slice {
+                    start,
+                    attempts: 0,
+                    failures: 0,
+                    attack: false,
+                    ips: None,
+                    accounts: None,
+                },
+            );
         }
         let slice = &mut self.slices[pos];
         slice.attempts += 1;
         if !failure {
-            return none;
+            return NONE;
         }
         slice.failures += 1;
+        slice.ips.get_or_insert_with(Default::default).insert(ip);
+        slice
+            .accounts
+            .get_or_insert_with(Default::default)
+            .insert(account);
         let horizon = watermark.saturating_sub(w);
-        self.ips.insert(ip, t, horizon, w, 32);
-        self.accounts.insert(account, t, horizon, w, 32);
-        while self.recent_failures.front().is_some_and(|f| f.0 < horizon) || self.recent_failures.len() >= MAX_RECENT_FAILURES {
+        while self.recent_failures.front().is_some_and(|f| f.0 < horizon)
+            || self.recent_failures.len() >= MAX_RECENT_FAILURES
+        {
             self.recent_failures.pop_front();
         }
-        self.recent_failures.push_back((t, ip));
+        self.recent_failures.push_back((t, ip, account));
 
-        let end = self.slices.back().map_or(t, |s| s.start + sm - 1).max(t);
-        let end = end.min(t.max(start + sm - 1));
+        // The window ends at the newest slice; only its ~30 slices are summed per event.
+        let end = self.slices.back().map_or(t, |s| s.start + sm - 1);
         let (mut attempts, mut failures) = (0u64, 0u64);
-        let (mut base_attempts, mut base_failures) = (0u64, 0u64);
-        let base_from = end - w - cfg.baseline_window.ms();
-        for s in self.slices.iter() {
-            if s.start > end - w && s.start <= end {
-                attempts += s.attempts as u64;
-                failures += s.failures as u64;
-            } else if s.start <= end - w && s.start > base_from && !s.attack {
-                base_attempts += s.attempts as u64;
-                base_failures += s.failures as u64;
-            }
+        for s in self.slices.iter().rev().take_while(|s| s.start > end - w) {
+            attempts += s.attempts as u64;
+            failures += s.failures as u64;
         }
         if failures < cfg.min_failures as u64 {
-            return none;
+            return NONE;
         }
-        let baseline = if base_attempts >= cfg.min_baseline_attempts as u64 {
-            ratio(base_failures, base_attempts)
-        } else {
-            cfg.default_baseline_ratio
+        let cur_slice = start / sm;
+        let baseline = match self.baseline_cache {
+            Some((s, b)) if s == cur_slice => b,
+            _ => {
+                let b = self.baseline(cfg, end);
+                self.baseline_cache = Some((cur_slice, b));
+                b
+            }
         };
         let required = (baseline * cfg.baseline_factor).min(cfg.max_required_ratio);
         let r = ratio(failures, attempts);
         if r < required {
-            return none;
+            return NONE;
         }
-        // Distinct counts merge sketches: do it once per slice, or when failures grew 5 %.
-        let cur_slice = start / sm;
-        if cur_slice == self.last_eval_slice && failures < self.last_eval_failures + (cfg.min_failures as u64 / 20).max(1) {
-            return none;
+        // Distinct counts merge sketches: once per slice, or when failures grew 5 %.
+        if cur_slice == self.last_eval_slice
+            && failures < self.last_eval_failures + (cfg.min_failures as u64 / 20).max(1)
+        {
+            return NONE;
         }
         self.last_eval_slice = cur_slice;
         self.last_eval_failures = failures;
-        let ips = self.ips.count(end, w);
-        let accounts = self.accounts.count(end, w);
+        let in_window = || {
+            self.slices
+                .iter()
+                .rev()
+                .take_while(move |s| s.start > end - w)
+        };
+        let ips = union_count(in_window().filter_map(|s| s.ips.as_deref()));
+        let accounts = union_count(in_window().filter_map(|s| s.accounts.as_deref()));
         if ips < cfg.min_distinct_ips as u64 || accounts < cfg.min_distinct_accounts as u64 {
-            return none;
+            return NONE;
         }
         let campaign_started = !self.campaign_active(t);
         self.campaign_until = end + w;
-        for s in self.slices.iter_mut().filter(|s| s.start > end - w) {
+        for s in self
+            .slices
+            .iter_mut()
+            .rev()
+            .take_while(|s| s.start > end - w)
+        {
             s.attack = true;
         }
+        self.baseline_cache = None;
+        let (sample_ips, sample_accounts) = self.samples(samples);
         let fire = Fire {
             rule: Rule::DistributedCredentialStuffing,
-            severity: severity_for(cfg.severity, failures as usize, escalation_count(cfg.min_failures, factor)),
+            severity: severity_for(
+                cfg.severity,
+                failures as usize,
+                escalation_count(cfg.min_failures, factor),
+            ),
             ts: t,
             window: cfg.window,
-            entity: Entity { kind: EntityType::Service, value: service.to_string() },
+            entity: Entity {
+                kind: EntityType::Service,
+                value: service.to_string(),
+            },
             counts: Counts {
                 failures: Some(failures),
                 successes: Some(attempts - failures),
@@ -182,8 +227,8 @@ impl ServiceState {
                 failure_ratio: Some(round3(required)),
                 ..Default::default()
             },
-            sample_accounts: self.accounts.recent(end, w, samples),
-            sample_ips: self.ips.recent(end, w, samples),
+            sample_accounts,
+            sample_ips,
             because: None,
             trace_ids: Vec::new(),
             summary: format!(
@@ -191,6 +236,46 @@ impl ServiceState {
                 cfg.window, r, baseline
             ),
         };
-        Observed { fire: Some(fire), campaign_started }
+        Observed {
+            fire: Some(fire),
+            campaign_started,
+        }
+    }
+
+    /// Failure ratio over the baseline window before `(end - w, end]`, without attack time.
+    fn baseline(&self, cfg: &DistributedCredentialStuffingConfig, end: i64) -> f64 {
+        let w = cfg.window.ms();
+        let from = end - w - cfg.baseline_window.ms();
+        let (mut a, mut f) = (0u64, 0u64);
+        for s in self
+            .slices
+            .iter()
+            .filter(|s| s.start <= end - w && s.start > from && !s.attack)
+        {
+            a += s.attempts as u64;
+            f += s.failures as u64;
+        }
+        if a >= cfg.min_baseline_attempts as u64 {
+            ratio(f, a)
+        } else {
+            cfg.default_baseline_ratio
+        }
+    }
+
+    /// Most recent distinct failing IPs and accounts.
+    fn samples(&self, k: usize) -> (Vec<u64>, Vec<u64>) {
+        let (mut ips, mut accounts) = (Vec::new(), Vec::new());
+        for f in self.recent_failures.iter().rev() {
+            if ips.len() < k && !ips.contains(&f.1) {
+                ips.push(f.1);
+            }
+            if accounts.len() < k && !accounts.contains(&f.2) {
+                accounts.push(f.2);
+            }
+            if ips.len() >= k && accounts.len() >= k {
+                break;
+            }
+        }
+        (ips, accounts)
     }
 }

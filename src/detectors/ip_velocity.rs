@@ -9,7 +9,13 @@ use crate::normalize::IpKey;
 use crate::signal::{Counts, Entity, EntityType, Rule};
 
 /// `idx` is where the new attempt landed in `attempts`.
-pub fn check(cfg: &IpVelocityConfig, factor: f64, attempts: &TsWindow, idx: usize, ip: &IpKey) -> Option<Fire> {
+pub fn check(
+    cfg: &IpVelocityConfig,
+    factor: f64,
+    attempts: &TsWindow,
+    idx: usize,
+    ip: &IpKey,
+) -> Option<Fire> {
     let w = cfg.window.ms();
     let end = attempts.crossing(idx, cfg.min_attempts as usize, w)?;
     let n = attempts.count_in(end, w);
@@ -18,9 +24,18 @@ pub fn check(cfg: &IpVelocityConfig, factor: f64, attempts: &TsWindow, idx: usiz
         severity: severity_for(cfg.severity, n, escalation_count(cfg.min_attempts, factor)),
         ts: end,
         window: cfg.window,
-        entity: Entity { kind: EntityType::Ip, value: ip.to_string() },
-        counts: Counts { attempts: Some(n as u64), ..Default::default() },
-        thresholds: Counts { attempts: Some(cfg.min_attempts as u64), ..Default::default() },
+        entity: Entity {
+            kind: EntityType::Ip,
+            value: ip.to_string(),
+        },
+        counts: Counts {
+            attempts: Some(n as u64),
+            ..Default::default()
+        },
+        thresholds: Counts {
+            attempts: Some(cfg.min_attempts as u64),
+            ..Default::default()
+        },
         sample_accounts: Vec::new(),
         sample_ips: Vec::new(),
         because: None,

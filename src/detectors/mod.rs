@@ -72,13 +72,28 @@ impl Fired {
         }
     }
     pub fn flagged_at(&self, ts: i64) -> Option<Rule> {
-        if ts <= self.flagged_until { self.flag_rule } else { None }
+        if ts <= self.flagged_until {
+            self.flag_rule
+        } else {
+            None
+        }
     }
+}
+
+/// How many timestamps a window keeps, as a multiple of the escalation count: beyond it
+/// evidence counts saturate ("at least"). Only attacking keys ever fill a window.
+pub const WINDOW_HEADROOM: usize = 4;
+
+/// Timestamps kept for a rule with this threshold.
+pub fn window_cap(threshold: u32, factor: f64) -> usize {
+    escalation_count(threshold, factor) * WINDOW_HEADROOM
 }
 
 /// The count at which a rule's severity goes up one step.
 pub fn escalation_count(threshold: u32, factor: f64) -> usize {
-    ((threshold as f64) * factor).ceil().max(threshold as f64 + 1.0) as usize
+    ((threshold as f64) * factor)
+        .ceil()
+        .max(threshold as f64 + 1.0) as usize
 }
 
 /// Base severity, one step up at the escalation count.
@@ -87,5 +102,9 @@ pub fn severity_for(base: Severity, count: usize, esc: usize) -> Severity {
 }
 
 pub fn ratio(num: u64, den: u64) -> f64 {
-    if den == 0 { 0.0 } else { num as f64 / den as f64 }
+    if den == 0 {
+        0.0
+    } else {
+        num as f64 / den as f64
+    }
 }

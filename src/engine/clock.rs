@@ -117,7 +117,11 @@ mod tests {
         let mut c = clock();
         assert_eq!(c.admit(T), Admit::Accept);
         assert_eq!(c.admit(T + 120_000), Admit::Accept);
-        assert_eq!(c.admit(T + 60_000), Admit::Accept, "exactly at the watermark is on time");
+        assert_eq!(
+            c.admit(T + 60_000),
+            Admit::Accept,
+            "exactly at the watermark is on time"
+        );
         assert_eq!(c.admit(T + 59_999), Admit::Late);
     }
 

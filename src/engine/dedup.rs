@@ -15,7 +15,12 @@ pub struct Dedup {
 
 impl Dedup {
     pub fn new(window_ms: i64, cap: usize) -> Dedup {
-        Dedup { window: window_ms, cap: cap.max(1), set: HashTable::new(), order: VecDeque::new() }
+        Dedup {
+            window: window_ms,
+            cap: cap.max(1),
+            set: HashTable::new(),
+            order: VecDeque::new(),
+        }
     }
 
     /// True when `id_hash` was already seen; records it otherwise.

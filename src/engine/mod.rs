@@ -18,8 +18,10 @@ use std::net::IpAddr;
 use compact_str::CompactString;
 
 use crate::config::Config;
-use crate::detectors::{self, Fire, Fired, account_takeover, campaign_participant, escalation_count};
-use crate::event::{AuthEvent, EventKind, InvalidEvent, InvalidReason, Outcome, decode_native, format_ts};
+use crate::detectors::{self, Fire, Fired, account_takeover, campaign_participant, window_cap};
+use crate::event::{
+    AuthEvent, EventKind, InvalidEvent, InvalidReason, Outcome, decode_native, format_ts,
+};
 use crate::hash::hash_bytes;
 use crate::normalize::{CidrSet, IpKey, account_key, client_ip};
 use crate::signal::{Evidence, Rule, Signal};
@@ -113,23 +115,44 @@ impl Plan {
         let r = &cfg.rules;
         let f = cfg.signals.escalation_factor;
         let cd = |c: Option<crate::config::Dur>, w: crate::config::Dur| c.unwrap_or(w).ms();
-        let acct_w = r.bruteforce.window.ms().max(r.distributed_bruteforce.window.ms());
+        let acct_w = r
+            .bruteforce
+            .window
+            .ms()
+            .max(r.distributed_bruteforce.window.ms());
         let ato_w = r.account_takeover.window.ms();
         let acct_cool = cd(r.bruteforce.cooldown, r.bruteforce.window)
-            .max(cd(r.distributed_bruteforce.cooldown, r.distributed_bruteforce.window))
+            .max(cd(
+                r.distributed_bruteforce.cooldown,
+                r.distributed_bruteforce.window,
+            ))
             .max(cd(r.account_takeover.cooldown, r.account_takeover.window));
-        let ip_w = r.credential_stuffing.window.ms().max(r.distributed_credential_stuffing.window.ms());
+        let ip_w = r
+            .credential_stuffing
+            .window
+            .ms()
+            .max(r.distributed_credential_stuffing.window.ms());
         let ip_cool = [
             cd(r.credential_stuffing.cooldown, r.credential_stuffing.window),
-            cd(r.credential_stuffing_slow.cooldown, r.credential_stuffing_slow.window),
+            cd(
+                r.credential_stuffing_slow.cooldown,
+                r.credential_stuffing_slow.window,
+            ),
             cd(r.user_enumeration.cooldown, r.user_enumeration.window),
             cd(r.ip_velocity.cooldown, r.ip_velocity.window),
-            cd(r.campaign_participant.cooldown, r.distributed_credential_stuffing.window),
+            cd(
+                r.campaign_participant.cooldown,
+                r.distributed_credential_stuffing.window,
+            ),
         ]
         .into_iter()
         .max()
         .unwrap_or(0);
-        let slow_w = if r.credential_stuffing_slow.enabled { r.credential_stuffing_slow.window.ms() } else { 0 };
+        let slow_w = if r.credential_stuffing_slow.enabled {
+            r.credential_stuffing_slow.window.ms()
+        } else {
+            0
+        };
         let mut ato_ip = [false; Rule::ALL.len()];
         for rule in &r.account_takeover.ip_rules {
             ato_ip[rule.index()] = true;
@@ -147,18 +170,34 @@ impl Plan {
             v6_prefix: cfg.normalize.ipv6_prefix,
             max_event_bytes: cfg.input.max_event_bytes,
             acct_w,
-            acct_cap: escalation_count(r.bruteforce.min_failures, f).max(escalation_count(r.distributed_bruteforce.min_failures, f)),
+            acct_cap: window_cap(r.bruteforce.min_failures, f)
+                .max(window_cap(r.distributed_bruteforce.min_failures, f)),
             acct_ips_cap: (r.distributed_bruteforce.min_distinct_ips as usize * 2).max(16),
             acct_ttl_failure: acct_w.max(ato_w).max(acct_cool),
             acct_ttl_success: ato_w,
             ip_w,
-            ip_cap: escalation_count(r.credential_stuffing.min_failures, f),
-            ip_accounts_cap: (r.credential_stuffing.min_distinct_accounts.max(r.campaign_participant.min_distinct_accounts) as usize * 2)
-                .max(16),
-            ip_vel_cap: escalation_count(r.ip_velocity.min_attempts, f),
-            ip_ttl_failure: ip_w.max(r.user_enumeration.window.ms()).max(slow_w).max(ato_w).max(ip_cool),
-            ip_ttl_success: r.ip_velocity.window.ms().max(ato_w).max(r.credential_stuffing.window.ms()),
-            svc_ttl: r.distributed_credential_stuffing.window.ms() + r.distributed_credential_stuffing.baseline_window.ms(),
+            ip_cap: window_cap(r.credential_stuffing.min_failures, f),
+            ip_accounts_cap: (r
+                .credential_stuffing
+                .min_distinct_accounts
+                .max(r.campaign_participant.min_distinct_accounts)
+                as usize
+                * 2)
+            .max(16),
+            ip_vel_cap: window_cap(r.ip_velocity.min_attempts, f),
+            ip_ttl_failure: ip_w
+                .max(r.user_enumeration.window.ms())
+                .max(slow_w)
+                .max(ato_w)
+                .max(ip_cool),
+            ip_ttl_success: r
+                .ip_velocity
+                .window
+                .ms()
+                .max(ato_w)
+                .max(r.credential_stuffing.window.ms()),
+            svc_ttl: r.distributed_credential_stuffing.window.ms()
+                + r.distributed_credential_stuffing.baseline_window.ms(),
             cs_slice: detectors::credential_stuffing::slice_ms(&r.credential_stuffing),
             ato_ip,
             ato_account,
@@ -184,6 +223,7 @@ struct Core {
     suppress: bool,
     fires: Vec<Fire>,
     next_expiry: i64,
+    first_ts: Option<i64>,
 }
 
 /// Event time between sweeps of the expiry wheels.
@@ -204,6 +244,7 @@ impl Engine {
             suppress: false,
             fires: Vec::new(),
             next_expiry: i64::MIN,
+            first_ts: None,
         };
         Engine { cfg, plan, core }
     }
@@ -220,6 +261,19 @@ impl Engine {
         self.core.clock.watermark()
     }
 
+    /// The newest event time accepted, as RFC 3339.
+    pub fn watermark_time(&self) -> Option<String> {
+        self.core.clock.max_ts().map(format_ts)
+    }
+
+    pub fn max_event_ms(&self) -> Option<i64> {
+        self.core.clock.max_ts()
+    }
+
+    pub fn first_event_ms(&self) -> Option<i64> {
+        self.core.first_ts
+    }
+
     /// While suppressed, state is updated and cooldowns are taken as if signals were
     /// emitted, but none are: used to warm state by re-reading already-handled input.
     pub fn set_suppress(&mut self, on: bool) {
@@ -231,7 +285,11 @@ impl Engine {
         if bytes.len() > self.plan.max_event_bytes {
             let e = InvalidEvent::new(
                 InvalidReason::Oversized,
-                format!("{} bytes exceeds input.max_event_bytes = {}", bytes.len(), self.plan.max_event_bytes),
+                format!(
+                    "{} bytes exceeds input.max_event_bytes = {}",
+                    bytes.len(),
+                    self.plan.max_event_bytes
+                ),
             );
             return self.core.invalid(e);
         }
@@ -258,7 +316,13 @@ impl Core {
         Processed::Invalid(e)
     }
 
-    fn process_event(&mut self, cfg: &Config, plan: &Plan, ev: &AuthEvent<'_>, out: &mut Vec<Signal>) -> Processed {
+    fn process_event(
+        &mut self,
+        cfg: &Config,
+        plan: &Plan,
+        ev: &AuthEvent<'_>,
+        out: &mut Vec<Signal>,
+    ) -> Processed {
         let ip = match client_ip(ev, &plan.trusted) {
             Ok(ip) => ip,
             Err(e) => return self.invalid(e),
@@ -294,6 +358,7 @@ impl Core {
             self.expire(wm);
             self.next_expiry = wm + EXPIRY_EVERY_MS;
         }
+        self.first_ts = Some(self.first_ts.map_or(t, |f| f.min(t)));
         match (ev.kind, ev.outcome) {
             (EventKind::SessionCreate, _) => self.stats.session_create += 1,
             (_, Some(Outcome::Failure)) => self.stats.login_failure += 1,
@@ -310,7 +375,15 @@ impl Core {
         self.dedup.expire(wm);
     }
 
-    fn observe(&mut self, cfg: &Config, p: &Plan, ev: &AuthEvent<'_>, ip: IpAddr, account: &str, out: &mut Vec<Signal>) {
+    fn observe(
+        &mut self,
+        cfg: &Config,
+        p: &Plan,
+        ev: &AuthEvent<'_>,
+        ip: IpAddr,
+        account: &str,
+        out: &mut Vec<Signal>,
+    ) {
         let t = ev.ts_ms;
         let wm = self.clock.watermark();
         let failure = ev.is_failure();
@@ -330,19 +403,31 @@ impl Core {
                 acct_hash,
                 |k| k.as_str() == account,
                 || CompactString::from(account),
-                t + if failure { p.acct_ttl_failure } else { p.acct_ttl_success },
+                t + if failure {
+                    p.acct_ttl_failure
+                } else {
+                    p.acct_ttl_success
+                },
             )
             .id;
         if failure {
             let slot = self.accounts.slot_mut(acct_id);
             let hot = slot.state.hot.get_or_insert_with(Default::default);
             let horizon = wm.saturating_sub(p.acct_w);
-            hot.failing_ips.insert(ip_hash, t, horizon, p.acct_w, p.acct_ips_cap);
+            hot.failing_ips
+                .insert(ip_hash, t, horizon, p.acct_w, p.acct_ips_cap);
             hot.traces.push(trace);
             if let Some(idx) = hot.failures.insert(t, horizon, p.acct_cap) {
                 let mut fired = Vec::new();
                 if rules.bruteforce.enabled {
-                    fired.extend(detectors::bruteforce::check(&rules.bruteforce, p.factor, hot, idx, account, p.samples));
+                    fired.extend(detectors::bruteforce::check(
+                        &rules.bruteforce,
+                        p.factor,
+                        hot,
+                        idx,
+                        account,
+                        p.samples,
+                    ));
                 }
                 if rules.distributed_bruteforce.enabled {
                     fired.extend(detectors::distributed_bruteforce::check(
@@ -356,10 +441,16 @@ impl Core {
                 }
                 for fire in fired {
                     let cooldown = match fire.rule {
-                        Rule::Bruteforce => rules.bruteforce.cooldown.unwrap_or(rules.bruteforce.window),
-                        _ => rules.distributed_bruteforce.cooldown.unwrap_or(rules.distributed_bruteforce.window),
+                        Rule::Bruteforce => {
+                            rules.bruteforce.cooldown.unwrap_or(rules.bruteforce.window)
+                        }
+                        _ => rules
+                            .distributed_bruteforce
+                            .cooldown
+                            .unwrap_or(rules.distributed_bruteforce.window),
                     };
-                    let flag = p.ato_account[fire.rule.index()].then_some(rules.account_takeover.window.ms());
+                    let flag = p.ato_account[fire.rule.index()]
+                        .then_some(rules.account_takeover.window.ms());
                     settle_account(slot, fire, cooldown.ms(), flag, &mut self.fires);
                 }
             }
@@ -370,15 +461,34 @@ impl Core {
         if !allowlisted {
             let id = self
                 .ips
-                .touch(ip_hash, |k| *k == ip_key, || ip_key, t + if failure { p.ip_ttl_failure } else { p.ip_ttl_success })
+                .touch(
+                    ip_hash,
+                    |k| *k == ip_key,
+                    || ip_key,
+                    t + if failure {
+                        p.ip_ttl_failure
+                    } else {
+                        p.ip_ttl_success
+                    },
+                )
                 .id;
             ip_id = Some(id);
             let slot = self.ips.slot_mut(id);
             let mut fired: Vec<Fire> = Vec::new();
             if login {
-                if let Some(idx) = slot.state.attempts.insert(t, wm.saturating_sub(rules.ip_velocity.window.ms()), p.ip_vel_cap) {
+                if let Some(idx) = slot.state.attempts.insert(
+                    t,
+                    wm.saturating_sub(rules.ip_velocity.window.ms()),
+                    p.ip_vel_cap,
+                ) {
                     if rules.ip_velocity.enabled {
-                        fired.extend(detectors::ip_velocity::check(&rules.ip_velocity, p.factor, &slot.state.attempts, idx, &slot.key));
+                        fired.extend(detectors::ip_velocity::check(
+                            &rules.ip_velocity,
+                            p.factor,
+                            &slot.state.attempts,
+                            idx,
+                            &slot.key,
+                        ));
                     }
                 }
             }
@@ -386,11 +496,19 @@ impl Core {
                 let key = slot.key;
                 let hot = slot.state.hot.get_or_insert_with(Default::default);
                 let horizon = wm.saturating_sub(p.ip_w);
-                hot.failing_accounts.insert(acct_hash, t, horizon, p.ip_w, p.ip_accounts_cap);
+                hot.failing_accounts
+                    .insert(acct_hash, t, horizon, p.ip_w, p.ip_accounts_cap);
                 hot.traces.push(trace);
                 if let Some(idx) = hot.failures.insert(t, horizon, p.ip_cap) {
                     if rules.credential_stuffing.enabled {
-                        fired.extend(detectors::credential_stuffing::check(&rules.credential_stuffing, p.factor, hot, idx, &key, p.samples));
+                        fired.extend(detectors::credential_stuffing::check(
+                            &rules.credential_stuffing,
+                            p.factor,
+                            hot,
+                            idx,
+                            &key,
+                            p.samples,
+                        ));
                     }
                 }
                 if rules.credential_stuffing_slow.enabled {
@@ -406,16 +524,18 @@ impl Core {
                     ));
                 }
                 if rules.user_enumeration.enabled && ev.user_exists() == Some(false) {
-                    fired.extend(detectors::user_enumeration::observe_unknown_account_failure(
-                        &rules.user_enumeration,
-                        p.factor,
-                        &mut hot.enumeration,
-                        t,
-                        acct_hash,
-                        wm,
-                        &key,
-                        p.samples,
-                    ));
+                    fired.extend(
+                        detectors::user_enumeration::observe_unknown_account_failure(
+                            &rules.user_enumeration,
+                            p.factor,
+                            &mut hot.enumeration,
+                            t,
+                            acct_hash,
+                            wm,
+                            &key,
+                            p.samples,
+                        ),
+                    );
                 }
             } else if login {
                 if let Some(hot) = slot.state.hot.as_mut() {
@@ -424,7 +544,12 @@ impl Core {
             }
             if !failure {
                 let horizon = wm.saturating_sub(rules.account_takeover.window.ms());
-                slot.state.successes.push(t, acct_hash, horizon, rules.account_takeover.max_lookback_successes as usize);
+                slot.state.successes.push(
+                    t,
+                    acct_hash,
+                    horizon,
+                    rules.account_takeover.max_lookback_successes as usize,
+                );
             }
             for fire in fired {
                 self.settle_ip(cfg, p, id, fire);
@@ -436,7 +561,12 @@ impl Core {
             let svc_hash = hash_bytes(service.as_bytes());
             let id = self
                 .services
-                .touch(svc_hash, |k| k.as_str() == service, || CompactString::from(service), t + p.svc_ttl)
+                .touch(
+                    svc_hash,
+                    |k| k.as_str() == service,
+                    || CompactString::from(service),
+                    t + p.svc_ttl,
+                )
                 .id;
             let slot = self.services.slot_mut(id);
             let obs = slot.state.dcs.observe(
@@ -451,24 +581,53 @@ impl Core {
                 p.samples,
             );
             if let Some(fire) = obs.fire {
-                let cooldown =
-                    rules.distributed_credential_stuffing.cooldown.unwrap_or(rules.distributed_credential_stuffing.window).ms();
-                if slot.state.fired.get_or_insert_with(Default::default).cooldowns[fire.rule.index()].allow(fire.ts, fire.severity, cooldown) {
+                let cooldown = rules
+                    .distributed_credential_stuffing
+                    .cooldown
+                    .unwrap_or(rules.distributed_credential_stuffing.window)
+                    .ms();
+                if slot
+                    .state
+                    .fired
+                    .get_or_insert_with(Default::default)
+                    .cooldowns[fire.rule.index()]
+                .allow(fire.ts, fire.severity, cooldown)
+                {
                     self.fires.push(fire);
                 }
             }
             if rules.campaign_participant.enabled {
-                let window = rules.distributed_credential_stuffing.window;
+                let w = rules.distributed_credential_stuffing.window.ms();
+                let cap = rules.campaign_participant.min_distinct_accounts as usize * 2;
+                let svc = &mut slot.state;
+                let mut candidates: Vec<(u64, Vec<u64>)> = Vec::new();
                 if obs.campaign_started {
-                    let slot = self.services.slot(id);
-                    for h in slot.state.dcs.recent_failing_ips(t, window.ms()) {
-                        if let Some(ip_slot) = self.ips.find_id_by_hash(h) {
-                            self.check_participant(cfg, p, ip_slot, t, service);
+                    let mut tracker = campaign_participant::Tracker::default();
+                    for (ts, ip, acct) in svc.dcs.recent_failures(t, w) {
+                        tracker.observe(ip, acct, ts, w, cap);
+                    }
+                    let mut seen = hashbrown::HashSet::new();
+                    for (_, ip, _) in svc.dcs.recent_failures(t, w) {
+                        if seen.insert(ip) {
+                            candidates.push((ip, tracker.accounts(ip)));
                         }
                     }
-                } else if failure && self.services.slot(id).state.dcs.campaign_active(t) {
-                    if let Some(ip_slot) = ip_id {
-                        self.check_participant(cfg, p, ip_slot, t, service);
+                    svc.campaign = Some(Box::new(tracker));
+                } else if svc.dcs.campaign_active(t) {
+                    if failure {
+                        let tracker = svc.campaign.get_or_insert_with(Default::default);
+                        if tracker.observe(ip_hash, acct_hash, t, w, cap)
+                            >= rules.campaign_participant.min_distinct_accounts as usize
+                        {
+                            candidates.push((ip_hash, tracker.accounts(ip_hash)));
+                        }
+                    }
+                } else {
+                    svc.campaign = None;
+                }
+                for (ip, accounts) in candidates {
+                    if let Some(ip_slot) = self.ips.find_id_by_hash(ip) {
+                        self.check_participant(cfg, p, ip_slot, accounts, t, service);
                     }
                 }
             }
@@ -476,19 +635,44 @@ impl Core {
 
         // ---- account takeover: someone got in where an attack is under way
         if !failure && rules.account_takeover.enabled {
-            let ip_flag = ip_id.and_then(|id| self.ips.slot(id).state.fired.as_ref().and_then(|f| f.flagged_at(t)));
+            let ip_flag = ip_id.and_then(|id| {
+                self.ips
+                    .slot(id)
+                    .state
+                    .fired
+                    .as_ref()
+                    .and_then(|f| f.flagged_at(t))
+            });
             let acct_slot = self.accounts.slot(acct_id);
             let acct_flag = acct_slot.state.fired.as_ref().and_then(|f| f.flagged_at(t));
-            let ip_attacked = acct_slot.state.hot.as_ref().is_some_and(|h| h.failing_ips.contains(ip_hash));
-            let ip_text = ip_key.to_string();
-            let cause = match (ip_flag, acct_flag) {
-                (Some(rule), _) => Some(account_takeover::Cause::AttackerIp { rule, ip: &ip_text }),
-                (None, Some(rule)) => Some(account_takeover::Cause::AccountUnderAttack { rule, ip_attacked }),
-                (None, None) => None,
-            };
-            if let Some(cause) = cause {
-                let fire = account_takeover::fire(&rules.account_takeover, t, account, &ip_text, acct_hash, ip_hash, cause);
-                let cooldown = rules.account_takeover.cooldown.unwrap_or(rules.account_takeover.window).ms();
+            let ip_attacked = acct_slot
+                .state
+                .hot
+                .as_ref()
+                .is_some_and(|h| h.failing_ips.contains(ip_hash));
+            if ip_flag.is_some() || acct_flag.is_some() {
+                let ip_text = ip_key.to_string();
+                let cause = match ip_flag {
+                    Some(rule) => account_takeover::Cause::AttackerIp { rule, ip: &ip_text },
+                    None => account_takeover::Cause::AccountUnderAttack {
+                        rule: acct_flag.expect("checked"),
+                        ip_attacked,
+                    },
+                };
+                let fire = account_takeover::fire(
+                    &rules.account_takeover,
+                    t,
+                    account,
+                    &ip_text,
+                    acct_hash,
+                    ip_hash,
+                    cause,
+                );
+                let cooldown = rules
+                    .account_takeover
+                    .cooldown
+                    .unwrap_or(rules.account_takeover.window)
+                    .ms();
                 let slot = self.accounts.slot_mut(acct_id);
                 settle_account(slot, fire, cooldown, None, &mut self.fires);
             }
@@ -499,15 +683,40 @@ impl Core {
         }
     }
 
-    fn check_participant(&mut self, cfg: &Config, plan: &Plan, ip_id: u32, t: i64, service: &str) {
+    fn check_participant(
+        &mut self,
+        cfg: &Config,
+        plan: &Plan,
+        ip_id: u32,
+        accounts: Vec<u64>,
+        t: i64,
+        service: &str,
+    ) {
         let rules = &cfg.rules;
-        let slot = self.ips.slot_mut(ip_id);
-        let key = slot.key;
-        let Some(hot) = slot.state.hot.as_mut() else { return };
+        let slot = self.ips.slot(ip_id);
+        let Some(hot) = slot.state.hot.as_ref() else {
+            return;
+        };
+        // The IP's own recent failure ratio, over the credential-stuffing window.
+        let failures = hot
+            .failures
+            .count_in(t, rules.credential_stuffing.window.ms()) as u64;
+        let attempts = failures + hot.successes.count(t, plan.cs_slice);
+        let n = accounts.len();
+        let mut sample = accounts;
+        sample.truncate(plan.samples);
         let window = rules.distributed_credential_stuffing.window;
-        if let Some(fire) =
-            campaign_participant::check(&rules.campaign_participant, &mut hot.failing_accounts, t, window, &key, service, plan.samples)
-        {
+        if let Some(fire) = campaign_participant::check(
+            &rules.campaign_participant,
+            n,
+            sample,
+            failures,
+            attempts,
+            t,
+            window,
+            &slot.key,
+            service,
+        ) {
             self.settle_ip(cfg, plan, ip_id, fire);
         }
     }
@@ -516,11 +725,26 @@ impl Core {
     fn settle_ip(&mut self, cfg: &Config, plan: &Plan, ip_id: u32, mut fire: Fire) {
         let rules = &cfg.rules;
         let cooldown = match fire.rule {
-            Rule::CredentialStuffing => rules.credential_stuffing.cooldown.unwrap_or(rules.credential_stuffing.window),
-            Rule::CredentialStuffingSlow => rules.credential_stuffing_slow.cooldown.unwrap_or(rules.credential_stuffing_slow.window),
-            Rule::UserEnumeration => rules.user_enumeration.cooldown.unwrap_or(rules.user_enumeration.window),
-            Rule::IpVelocity => rules.ip_velocity.cooldown.unwrap_or(rules.ip_velocity.window),
-            _ => rules.campaign_participant.cooldown.unwrap_or(rules.distributed_credential_stuffing.window),
+            Rule::CredentialStuffing => rules
+                .credential_stuffing
+                .cooldown
+                .unwrap_or(rules.credential_stuffing.window),
+            Rule::CredentialStuffingSlow => rules
+                .credential_stuffing_slow
+                .cooldown
+                .unwrap_or(rules.credential_stuffing_slow.window),
+            Rule::UserEnumeration => rules
+                .user_enumeration
+                .cooldown
+                .unwrap_or(rules.user_enumeration.window),
+            Rule::IpVelocity => rules
+                .ip_velocity
+                .cooldown
+                .unwrap_or(rules.ip_velocity.window),
+            _ => rules
+                .campaign_participant
+                .cooldown
+                .unwrap_or(rules.distributed_credential_stuffing.window),
         }
         .ms();
         let ato_w = rules.account_takeover.window.ms();
@@ -551,10 +775,16 @@ impl Core {
         let slot = self.ips.slot(ip_id);
         let ip_text = slot.key.to_string();
         let ip_hash = slot.hash;
-        let hits: Vec<(i64, u64)> = slot.state.successes.within(flag_ts - cfg.window.ms(), flag_ts).collect();
+        let hits: Vec<(i64, u64)> = slot
+            .state
+            .successes
+            .within(flag_ts - cfg.window.ms(), flag_ts)
+            .collect();
         let cooldown = cfg.cooldown.unwrap_or(cfg.window).ms();
         for (ts, acct_hash) in hits {
-            let Some(acct_id) = self.accounts.find_id_by_hash(acct_hash) else { continue };
+            let Some(acct_id) = self.accounts.find_id_by_hash(acct_hash) else {
+                continue;
+            };
             let acct_slot = self.accounts.slot_mut(acct_id);
             let account = acct_slot.key.to_string();
             let mut fire = account_takeover::fire(
@@ -566,7 +796,8 @@ impl Core {
                 ip_hash,
                 account_takeover::Cause::AttackerIp { rule, ip: &ip_text },
             );
-            fire.summary.push_str(" (found looking back when the IP was flagged)");
+            fire.summary
+                .push_str(" (found looking back when the IP was flagged)");
             settle_account(acct_slot, fire, cooldown, None, &mut self.fires);
         }
     }
@@ -578,9 +809,18 @@ impl Core {
                 self.stats.suppressed += 1;
                 continue;
             }
-            let sample_accounts =
-                fire.sample_accounts.iter().filter_map(|h| self.accounts.find_by_hash(*h)).map(|s| s.key.to_string()).collect();
-            let sample_ips = fire.sample_ips.iter().filter_map(|h| self.ips.find_by_hash(*h)).map(|s| s.key.to_string()).collect();
+            let sample_accounts = fire
+                .sample_accounts
+                .iter()
+                .filter_map(|h| self.accounts.find_by_hash(*h))
+                .map(|s| s.key.to_string())
+                .collect();
+            let sample_ips = fire
+                .sample_ips
+                .iter()
+                .filter_map(|h| self.ips.find_by_hash(*h))
+                .map(|s| s.key.to_string())
+                .collect();
             if let Some(tr) = trace {
                 if !fire.trace_ids.iter().any(|x| x == tr) {
                     fire.trace_ids.insert(0, tr.to_string());
@@ -610,14 +850,28 @@ impl Core {
     }
 
     fn state_size(&self) -> StateSize {
-        let key_heap = |k: &CompactString| if k.is_heap_allocated() { k.capacity() } else { 0 };
+        let key_heap = |k: &CompactString| {
+            if k.is_heap_allocated() {
+                k.capacity()
+            } else {
+                0
+            }
+        };
         let bytes = self.ips.table_bytes()
             + self.accounts.table_bytes()
             + self.services.table_bytes()
             + self.dedup.heap_bytes()
             + self.ips.iter().map(|s| s.state.heap_bytes()).sum::<usize>()
-            + self.accounts.iter().map(|s| s.state.heap_bytes() + key_heap(&s.key)).sum::<usize>()
-            + self.services.iter().map(|s| s.state.dcs.heap_bytes() + key_heap(&s.key)).sum::<usize>();
+            + self
+                .accounts
+                .iter()
+                .map(|s| s.state.heap_bytes() + key_heap(&s.key))
+                .sum::<usize>()
+            + self
+                .services
+                .iter()
+                .map(|s| s.state.dcs.heap_bytes() + key_heap(&s.key))
+                .sum::<usize>();
         StateSize {
             ips: self.ips.len(),
             accounts: self.accounts.len(),
@@ -631,7 +885,13 @@ impl Core {
 }
 
 /// Cooldown, flag ("under attack" for `flag_ms`), trace ids, then queue the fire.
-fn settle_account(slot: &mut Slot<CompactString, AccountState>, mut fire: Fire, cooldown_ms: i64, flag_ms: Option<i64>, fires: &mut Vec<Fire>) {
+fn settle_account(
+    slot: &mut Slot<CompactString, AccountState>,
+    mut fire: Fire,
+    cooldown_ms: i64,
+    flag_ms: Option<i64>,
+    fires: &mut Vec<Fire>,
+) {
     let fired: &mut Fired = slot.state.fired.get_or_insert_with(Default::default);
     if !fired.cooldowns[fire.rule.index()].allow(fire.ts, fire.severity, cooldown_ms) {
         return;

@@ -2,7 +2,10 @@
 //! and created only when needed: most IPs and accounts only ever log in successfully,
 //! and they must stay cheap (the budget is 256 bytes per tracked key at a million keys).
 
-use crate::detectors::{Fired, account_takeover, credential_stuffing_slow, distributed_credential_stuffing, user_enumeration};
+use crate::detectors::{
+    Fired, account_takeover, campaign_participant, credential_stuffing_slow,
+    distributed_credential_stuffing, user_enumeration,
+};
 use crate::engine::distinct::DistinctWindow;
 use crate::engine::window::TsWindow;
 
@@ -21,7 +24,10 @@ struct TraceId {
 
 impl Default for TraceId {
     fn default() -> Self {
-        TraceId { len: 0, bytes: [0; 32] }
+        TraceId {
+            len: 0,
+            bytes: [0; 32],
+        }
     }
 }
 
@@ -74,7 +80,9 @@ impl SliceCounter {
     pub fn count(&self, end: i64, slice_ms: i64) -> u64 {
         let e = end.div_euclid(slice_ms).min(self.head);
         let lo = (end.div_euclid(slice_ms) - 15).max(self.head - 15);
-        (lo..=e).map(|s| self.counts[s.rem_euclid(16) as usize] as u64).sum()
+        (lo..=e)
+            .map(|s| self.counts[s.rem_euclid(16) as usize] as u64)
+            .sum()
     }
 }
 
@@ -116,6 +124,8 @@ pub struct AccountHot {
 #[derive(Default)]
 pub struct ServiceState {
     pub dcs: distributed_credential_stuffing::ServiceState,
+    /// While a campaign is active: who takes part.
+    pub campaign: Option<Box<campaign_participant::Tracker>>,
     pub fired: Option<Box<Fired>>,
 }
 
@@ -133,7 +143,10 @@ impl IpState {
                     + h.enumeration.heap_bytes()
                     + h.slow.heap_bytes()
             })
-            + self.fired.as_ref().map_or(0, |_| std::mem::size_of::<Fired>())
+            + self
+                .fired
+                .as_ref()
+                .map_or(0, |_| std::mem::size_of::<Fired>())
     }
 }
 
@@ -144,7 +157,10 @@ impl AccountState {
     pub fn heap_bytes(&self) -> usize {
         self.hot.as_ref().map_or(0, |h| {
             std::mem::size_of::<AccountHot>() + h.failures.heap_bytes() + h.failing_ips.heap_bytes()
-        }) + self.fired.as_ref().map_or(0, |_| std::mem::size_of::<Fired>())
+        }) + self
+            .fired
+            .as_ref()
+            .map_or(0, |_| std::mem::size_of::<Fired>())
     }
 }
 
@@ -160,7 +176,11 @@ mod tests {
         }
         assert_eq!(c.count(159, 10), 160);
         c.add(200, 10);
-        assert_eq!(c.count(200, 10), 1 + 10 * 11, "slices 5..=15 remain, plus the new one");
+        assert_eq!(
+            c.count(200, 10),
+            1 + 10 * 11,
+            "slices 5..=15 remain, plus the new one"
+        );
         assert_eq!(c.count(1000, 10), 0);
     }
 

@@ -63,7 +63,13 @@ impl<K, S: Default> KeyTable<K, S> {
 
     /// Finds or creates the slot for a key, keeping it alive until at least `expires_at`.
     /// Creating may evict the least recently active key when the table is full.
-    pub fn touch(&mut self, hash: u64, eq: impl Fn(&K) -> bool, make_key: impl FnOnce() -> K, expires_at: i64) -> Touched {
+    pub fn touch(
+        &mut self,
+        hash: u64,
+        eq: impl Fn(&K) -> bool,
+        make_key: impl FnOnce() -> K,
+        expires_at: i64,
+    ) -> Touched {
         let slots = &self.slots;
         if let Some(&id) = self.index.find(hash, |&i| {
             let s = slots[i as usize].as_ref().expect("indexed slots are live");
@@ -79,7 +85,13 @@ impl<K, S: Default> KeyTable<K, S> {
             self.evict_one();
         }
         let bucket = expires_at.div_euclid(self.bucket_ms);
-        let slot = Slot { key: make_key(), hash, expires_at, bucket, state: S::default() };
+        let slot = Slot {
+            key: make_key(),
+            hash,
+            expires_at,
+            bucket,
+            state: S::default(),
+        };
         let id = match self.free.pop() {
             Some(id) => {
                 self.slots[id as usize] = Some(slot);
@@ -91,7 +103,9 @@ impl<K, S: Default> KeyTable<K, S> {
             }
         };
         let slots = &self.slots;
-        self.index.insert_unique(hash, id, |&i| slots[i as usize].as_ref().expect("live").hash);
+        self.index.insert_unique(hash, id, |&i| {
+            slots[i as usize].as_ref().expect("live").hash
+        });
         self.wheel.entry(bucket).or_default().push(id);
         self.len += 1;
         Touched { id, is_new: true }
@@ -109,13 +123,19 @@ impl<K, S: Default> KeyTable<K, S> {
     pub fn find_by_hash(&self, hash: u64) -> Option<&Slot<K, S>> {
         let slots = &self.slots;
         self.index
-            .find(hash, |&i| slots[i as usize].as_ref().is_some_and(|s| s.hash == hash))
+            .find(hash, |&i| {
+                slots[i as usize].as_ref().is_some_and(|s| s.hash == hash)
+            })
             .map(|&i| slots[i as usize].as_ref().expect("live"))
     }
 
     pub fn find_id_by_hash(&self, hash: u64) -> Option<u32> {
         let slots = &self.slots;
-        self.index.find(hash, |&i| slots[i as usize].as_ref().is_some_and(|s| s.hash == hash)).copied()
+        self.index
+            .find(hash, |&i| {
+                slots[i as usize].as_ref().is_some_and(|s| s.hash == hash)
+            })
+            .copied()
     }
 
     /// Drops every key whose `expires_at` is at or before `now`.
@@ -128,7 +148,9 @@ impl<K, S: Default> KeyTable<K, S> {
             let ids = std::mem::take(entry.get_mut());
             entry.remove();
             for id in ids {
-                let Some(s) = self.slots[id as usize].as_mut() else { continue };
+                let Some(s) = self.slots[id as usize].as_mut() else {
+                    continue;
+                };
                 if s.bucket != bucket {
                     continue;
                 }
@@ -146,7 +168,9 @@ impl<K, S: Default> KeyTable<K, S> {
 
     fn evict_one(&mut self) {
         loop {
-            let Some(mut entry) = self.wheel.first_entry() else { return };
+            let Some(mut entry) = self.wheel.first_entry() else {
+                return;
+            };
             let bucket = *entry.key();
             let Some(id) = entry.get_mut().pop() else {
                 entry.remove();
@@ -155,7 +179,9 @@ impl<K, S: Default> KeyTable<K, S> {
             if entry.get().is_empty() {
                 entry.remove();
             }
-            let Some(s) = self.slots[id as usize].as_mut() else { continue };
+            let Some(s) = self.slots[id as usize].as_mut() else {
+                continue;
+            };
             if s.bucket != bucket {
                 continue;
             }
@@ -191,7 +217,11 @@ impl<K, S: Default> KeyTable<K, S> {
         self.slots.capacity() * std::mem::size_of::<Option<Slot<K, S>>>()
             + self.index.capacity() * (std::mem::size_of::<u32>() + 1)
             + self.free.capacity() * 4
-            + self.wheel.values().map(|v| v.capacity() * 4 + 48).sum::<usize>()
+            + self
+                .wheel
+                .values()
+                .map(|v| v.capacity() * 4 + 48)
+                .sum::<usize>()
     }
 }
 
@@ -229,7 +259,10 @@ mod tests {
         touch(&mut t, 4, 50);
         assert_eq!(t.len(), 3);
         assert_eq!(t.evicted, 1);
-        assert!(!touch(&mut t, 1, 40).is_new, "1 was refreshed, 2 was the oldest");
+        assert!(
+            !touch(&mut t, 1, 40).is_new,
+            "1 was refreshed, 2 was the oldest"
+        );
         assert!(touch(&mut t, 2, 60).is_new);
     }
 }

@@ -53,8 +53,10 @@ impl TsWindow {
         while self.ts.front().is_some_and(|&f| f < horizon) {
             self.ts.pop_front();
         }
-        if self.ts.is_empty() && self.ts.capacity() > 0 {
-            // Most entities go quiet for good: give the memory back.
+        if self.ts.is_empty() && self.ts.capacity() > 8 {
+            // An attack is over: give its memory back. Small buffers stay, since an
+            // entity that was active is likely to be again, and freeing them on every
+            // quiet spell churns the allocator on the hot path.
             self.ts = VecDeque::new();
         }
     }

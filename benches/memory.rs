@@ -1,0 +1,85 @@
+//! Retained state per tracked key at a million keys, measured by a counting allocator
+//! (real heap bytes, not the engine's own estimate, which is printed beside it).
+//!
+//! `cargo bench --bench memory`. ATOWATCH_BENCH_KEYS overrides the target key count.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicIsize, Ordering};
+
+use atowatch::config::Config;
+use atowatch::engine::Engine;
+use atowatch::signal::Signal;
+use atowatch::simulate::{SimOptions, generate};
+
+struct Counting;
+
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        LIVE.fetch_add(l.size() as isize, Ordering::Relaxed);
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        LIVE.fetch_sub(l.size() as isize, Ordering::Relaxed);
+        unsafe { System.dealloc(p, l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+        LIVE.fetch_add(n as isize - l.size() as isize, Ordering::Relaxed);
+        unsafe { System.realloc(p, l, n) }
+    }
+}
+
+#[global_allocator]
+static A: Counting = Counting;
+
+fn main() {
+    let target: u64 = std::env::var("ATOWATCH_BENCH_KEYS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    // Half accounts, half IPs; enough events that nearly every one is seen, over one
+    // hour so nothing expires before we measure.
+    let opts = SimOptions {
+        seed: 9,
+        duration_ms: 3_600_000,
+        accounts: (target / 2) as u32,
+        ips: (target / 2) as u32,
+        benign_events: Some(target * 2),
+        ..SimOptions::default()
+    };
+    let sim = generate(&opts).expect("simulate");
+    let mut line = Vec::with_capacity(512);
+    let mut out: Vec<Signal> = Vec::new();
+    let before = LIVE.load(Ordering::Relaxed);
+    let mut engine = Engine::new(Config::default());
+    for i in 0..sim.len() {
+        line.clear();
+        sim.write_event_json(i, &mut line);
+        engine.process_json(&line, &mut out);
+        out.clear();
+    }
+    let after = LIVE.load(Ordering::Relaxed);
+    let st = engine.state_size();
+    let keys = (st.ips + st.accounts + st.services) as f64;
+    let heap = (after - before) as f64;
+    println!(
+        "retained state at {} tracked keys ({} IPs, {} accounts, {} services) after {} events:",
+        keys as u64,
+        st.ips,
+        st.accounts,
+        st.services,
+        sim.len()
+    );
+    println!(
+        "  measured heap     {:>8.1} MiB   {:>6.1} bytes per key   (target <= 256)",
+        heap / 1048576.0,
+        heap / keys
+    );
+    println!(
+        "  engine estimate   {:>8.1} MiB   {:>6.1} bytes per key",
+        st.bytes as f64 / 1048576.0,
+        st.bytes as f64 / keys
+    );
+    drop(engine);
+}

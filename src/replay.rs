@@ -1,0 +1,350 @@
+//! `atowatch replay`: events from files or stdin through the engine, signals to a writer,
+//! and a summary a person can read.
+
+use std::fmt::Write as _;
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::engine::{Engine, Processed, StateSize, Stats};
+use crate::event::{InvalidReason, format_ts};
+use crate::signal::{Rule, Signal};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error("cannot open {path}: {source}")]
+    Open { path: String, source: io::Error },
+    #[error("cannot read {path}: {source}")]
+    Read { path: String, source: io::Error },
+    #[error("cannot write signals: {0}")]
+    Write(io::Error),
+    #[error("cannot write dead letters to {path}: {source}")]
+    DeadLetter { path: String, source: io::Error },
+}
+
+/// Where invalid lines were, per reason: the first few, for the summary.
+const FIRST_LINES: usize = 5;
+
+#[derive(Debug, Default, Clone)]
+pub struct Summary {
+    pub lines: u64,
+    pub stats: Stats,
+    pub first_invalid: Vec<(InvalidReason, Vec<String>)>,
+    pub state: StateSize,
+    pub elapsed: Duration,
+    pub first_event_ms: Option<i64>,
+    pub last_event_ms: Option<i64>,
+    /// Stopped early because the signal reader went away (e.g. `| head`).
+    pub output_closed: bool,
+}
+
+impl Summary {
+    pub fn events_per_sec(&self) -> f64 {
+        self.lines as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    pub fn render(&self, inputs: &[String]) -> String {
+        let s = &self.stats;
+        let mut o = String::new();
+        let _ = writeln!(o, "atowatch replay: summary");
+        let _ = writeln!(
+            o,
+            "  input       {} ({} lines)",
+            inputs.join(", "),
+            group(self.lines)
+        );
+        if let (Some(a), Some(b)) = (self.first_event_ms, self.last_event_ms) {
+            let _ = writeln!(o, "  event time  {} .. {}", format_ts(a), format_ts(b));
+        }
+        let _ = writeln!(
+            o,
+            "  events      {} accepted: user.login success {}, failure {}; session.create {}",
+            group(s.accepted()),
+            group(s.login_success),
+            group(s.login_failure),
+            group(s.session_create)
+        );
+        let _ = writeln!(
+            o,
+            "  invalid     {} (not fatal; see reasons below)",
+            group(s.invalid_total())
+        );
+        for (reason, lines) in &self.first_invalid {
+            let n = s.invalid[reason.index()];
+            let more = if n as usize > lines.len() {
+                ", ..."
+            } else {
+                ""
+            };
+            let _ = writeln!(
+                o,
+                "    {:<24}{:>10}   at {}{more}",
+                reason.as_str(),
+                group(n),
+                lines.join(", ")
+            );
+        }
+        let _ = writeln!(
+            o,
+            "  late        {} dropped (older than the watermark: time.allowed_lateness)",
+            group(s.late)
+        );
+        let _ = writeln!(
+            o,
+            "  duplicates  {} ignored (event_id seen within time.dedup_window)",
+            group(s.duplicates)
+        );
+        let _ = writeln!(o, "  signals     {}", group(s.signals_total()));
+        for r in Rule::ALL {
+            let n = s.signals[r.index()];
+            if n > 0 {
+                let _ = writeln!(o, "    {:<34}{:>8}", r.as_str(), group(n));
+            }
+        }
+        if s.suppressed > 0 {
+            let _ = writeln!(o, "    (suppressed: {})", group(s.suppressed));
+        }
+        let st = &self.state;
+        let _ = writeln!(
+            o,
+            "  state       {} IPs, {} accounts, {} services tracked; {} expired, {} evicted; ~{:.1} MiB",
+            group(st.ips as u64),
+            group(st.accounts as u64),
+            group(st.services as u64),
+            group(st.expired),
+            group(st.evicted),
+            st.bytes as f64 / (1024.0 * 1024.0)
+        );
+        let _ = writeln!(
+            o,
+            "  time        {:.2} s wall, {} events/s",
+            self.elapsed.as_secs_f64(),
+            group(self.events_per_sec() as u64)
+        );
+        if self.output_closed {
+            let _ = writeln!(
+                o,
+                "  note        signal output was closed early; input not read to the end"
+            );
+        }
+        o
+    }
+}
+
+/// 1234567 -> "1,234,567".
+pub fn group(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::with_capacity(s.len() + s.len() / 3);
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+pub struct ReplayOptions {
+    /// Files to read in order; `-` is stdin. Empty means stdin.
+    pub inputs: Vec<PathBuf>,
+    /// Invalid lines, with reason and position, as JSON lines.
+    pub dead_letter: Option<PathBuf>,
+    /// Progress lines on stderr every this often (None: never).
+    pub progress_every: Option<Duration>,
+}
+
+struct DeadLetters {
+    path: String,
+    out: io::BufWriter<File>,
+}
+
+/// Runs the whole replay. Signals are written as JSON lines to `out`.
+pub fn run(
+    engine: &mut Engine,
+    opts: &ReplayOptions,
+    out: &mut dyn Write,
+    progress: &mut dyn Write,
+) -> Result<Summary, ReplayError> {
+    let inputs: Vec<PathBuf> = if opts.inputs.is_empty() {
+        vec![PathBuf::from("-")]
+    } else {
+        opts.inputs.clone()
+    };
+    // Open everything first: a typo in the third file should fail before any output.
+    let mut readers: Vec<(String, Box<dyn Read>)> = Vec::new();
+    for p in &inputs {
+        let name = p.display().to_string();
+        if name == "-" {
+            readers.push(("<stdin>".into(), Box::new(io::stdin())));
+        } else {
+            let f = File::open(p).map_err(|source| ReplayError::Open {
+                path: name.clone(),
+                source,
+            })?;
+            if f.metadata().map(|m| m.is_dir()).unwrap_or(false) {
+                return Err(ReplayError::Open {
+                    path: name,
+                    source: io::Error::other("is a directory"),
+                });
+            }
+            readers.push((name, Box::new(f)));
+        }
+    }
+    let mut dlq = match &opts.dead_letter {
+        None => None,
+        Some(p) => {
+            let path = p.display().to_string();
+            let f = File::create(p).map_err(|source| ReplayError::DeadLetter {
+                path: path.clone(),
+                source,
+            })?;
+            Some(DeadLetters {
+                path,
+                out: io::BufWriter::new(f),
+            })
+        }
+    };
+
+    let start = Instant::now();
+    let mut last_progress = start;
+    let mut summary = Summary::default();
+    let mut signals: Vec<Signal> = Vec::new();
+    let mut buf: Vec<u8> = Vec::with_capacity(4096);
+    let mut line_out: Vec<u8> = Vec::with_capacity(1024);
+    let mut first: Vec<Vec<String>> = vec![Vec::new(); InvalidReason::ALL.len()];
+
+    'files: for (name, r) in readers {
+        let mut reader = BufReader::with_capacity(1 << 20, r);
+        let mut lineno: u64 = 0;
+        loop {
+            buf.clear();
+            let n = reader
+                .read_until(b'\n', &mut buf)
+                .map_err(|source| ReplayError::Read {
+                    path: name.clone(),
+                    source,
+                })?;
+            if n == 0 {
+                break;
+            }
+            lineno += 1;
+            let line = trim_line(&buf);
+            if line.iter().all(|b| b.is_ascii_whitespace()) {
+                continue;
+            }
+            summary.lines += 1;
+            match engine.process_json(line, &mut signals) {
+                Processed::Invalid(e) => {
+                    let slot = &mut first[e.reason.index()];
+                    if slot.len() < FIRST_LINES {
+                        slot.push(format!("{name}:{lineno}"));
+                    }
+                    if let Some(d) = dlq.as_mut() {
+                        let rec = serde_json::json!({
+                            "reason": e.reason.as_str(),
+                            "detail": e.detail,
+                            "source": name,
+                            "line": lineno,
+                            "raw": String::from_utf8_lossy(line),
+                        });
+                        writeln!(d.out, "{rec}").map_err(|source| ReplayError::DeadLetter {
+                            path: d.path.clone(),
+                            source,
+                        })?;
+                    }
+                }
+                Processed::Accepted | Processed::Late | Processed::Duplicate => {}
+            }
+            for s in signals.drain(..) {
+                line_out.clear();
+                serde_json::to_writer(&mut line_out, &s).expect("signals serialize");
+                line_out.push(b'\n');
+                if let Err(e) = out.write_all(&line_out) {
+                    if e.kind() == io::ErrorKind::BrokenPipe {
+                        summary.output_closed = true;
+                        break 'files;
+                    }
+                    return Err(ReplayError::Write(e));
+                }
+            }
+            if summary.lines & 0xffff == 0 {
+                if let Some(every) = opts.progress_every {
+                    let now = Instant::now();
+                    if now.duration_since(last_progress) >= every {
+                        last_progress = now;
+                        let el = now.duration_since(start).as_secs_f64();
+                        let _ = writeln!(
+                            progress,
+                            "replay: {} lines, {} events/s, {} signals, event time {}",
+                            group(summary.lines),
+                            group((summary.lines as f64 / el) as u64),
+                            group(engine.stats().signals_total()),
+                            engine.watermark_time().unwrap_or_default()
+                        );
+                    }
+                }
+            }
+        }
+    }
+    match out.flush() {
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => summary.output_closed = true,
+        Err(e) => return Err(ReplayError::Write(e)),
+        Ok(()) => {}
+    }
+    if let Some(mut d) = dlq {
+        d.out.flush().map_err(|source| ReplayError::DeadLetter {
+            path: d.path.clone(),
+            source,
+        })?;
+    }
+    summary.elapsed = start.elapsed();
+    summary.stats = engine.stats().clone();
+    summary.state = engine.state_size();
+    summary.first_event_ms = engine.first_event_ms();
+    summary.last_event_ms = engine.max_event_ms();
+    summary.first_invalid = InvalidReason::ALL
+        .iter()
+        .zip(first)
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(r, v)| (*r, v))
+        .collect();
+    Ok(summary)
+}
+
+fn trim_line(b: &[u8]) -> &[u8] {
+    let mut end = b.len();
+    while end > 0 && (b[end - 1] == b'\n' || b[end - 1] == b'\r') {
+        end -= 1;
+    }
+    &b[..end]
+}
+
+/// Convenience for tests and benches: replays in-memory JSON lines, returns the signals.
+pub fn replay_bytes(engine: &mut Engine, input: &[u8]) -> Vec<Signal> {
+    let mut out = Vec::new();
+    for line in input.split(|b| *b == b'\n') {
+        let line = trim_line(line);
+        if line.iter().all(|b| b.is_ascii_whitespace()) {
+            continue;
+        }
+        engine.process_json(line, &mut out);
+    }
+    out
+}
+
+pub fn display_inputs(inputs: &[PathBuf]) -> Vec<String> {
+    if inputs.is_empty() {
+        return vec!["<stdin>".into()];
+    }
+    inputs
+        .iter()
+        .map(|p| {
+            if p == Path::new("-") {
+                "<stdin>".to_string()
+            } else {
+                p.display().to_string()
+            }
+        })
+        .collect()
+}
