@@ -240,7 +240,11 @@ pub fn decode_native(bytes: &[u8]) -> Result<AuthEvent<'_>, InvalidEvent> {
 }
 
 fn parse_raw(bytes: &[u8]) -> Result<RawEvent<'_>, InvalidEvent> {
-    let mut de = serde_json::Deserializer::from_slice(bytes);
+    // One UTF-8 check over the whole line (word-at-a-time for ASCII) lets serde_json skip
+    // its check of every string.
+    let text = std::str::from_utf8(bytes)
+        .map_err(|e| InvalidEvent::new(InvalidReason::InvalidJson, format!("not UTF-8: {e}")))?;
+    let mut de = serde_json::Deserializer::from_str(text);
     let raw = match RawEvent::deserialize(&mut de).and_then(|r| de.end().map(|_| r)) {
         Ok(r) => r,
         Err(e) => return Err(classify_json_error(bytes, e)),

@@ -163,8 +163,42 @@ impl CidrSet {
     }
 }
 
+/// Dotted-quad IPv4, strictly (no leading zeros, as std): the common case, parsed in a
+/// few nanoseconds instead of going through std's general parser.
+#[inline]
+fn parse_v4_fast(s: &[u8]) -> Option<Ipv4Addr> {
+    if s.len() < 7 || s.len() > 15 {
+        return None;
+    }
+    let mut octets = [0u8; 4];
+    let mut i = 0;
+    for (n, octet) in octets.iter_mut().enumerate() {
+        let start = i;
+        let mut v: u32 = 0;
+        while i < s.len() && s[i].is_ascii_digit() {
+            v = v * 10 + (s[i] - b'0') as u32;
+            i += 1;
+        }
+        let len = i - start;
+        if len == 0 || len > 3 || v > 255 || (len > 1 && s[start] == b'0') {
+            return None;
+        }
+        *octet = v as u8;
+        if n < 3 {
+            if i >= s.len() || s[i] != b'.' {
+                return None;
+            }
+            i += 1;
+        }
+    }
+    (i == s.len()).then(|| Ipv4Addr::from(octets))
+}
+
 /// Parses an address as it appears in logs: bare, `a.b.c.d:port`, or `[v6]:port`.
 pub fn parse_ip(s: &str) -> Option<IpAddr> {
+    if let Some(v4) = parse_v4_fast(s.as_bytes()) {
+        return Some(IpAddr::V4(v4));
+    }
     if let Ok(a) = IpAddr::from_str(s) {
         return Some(a);
     }
@@ -264,6 +298,29 @@ mod tests {
         let m = IpKey::from_addr("::ffff:203.0.113.7".parse().unwrap(), 64);
         assert_eq!(m.to_string(), "203.0.113.7");
         assert_eq!(m, IpKey::from_addr("203.0.113.7".parse().unwrap(), 64));
+    }
+
+    #[test]
+    fn fast_ipv4_parser_agrees_with_std() {
+        for s in [
+            "0.0.0.0",
+            "255.255.255.255",
+            "203.0.113.7",
+            "1.2.3.4",
+            "10.0.0.01",
+            "256.1.1.1",
+            "1.2.3",
+            "1.2.3.4.5",
+            "1..2.3",
+            "a.b.c.d",
+            "1.2.3.4 ",
+            " 1.2.3.4",
+            "01.2.3.4",
+            "1.2.3.-4",
+        ] {
+            let std = s.parse::<Ipv4Addr>().ok();
+            assert_eq!(parse_v4_fast(s.as_bytes()), std, "{s:?}");
+        }
     }
 
     #[test]

@@ -30,6 +30,14 @@ fn tick(ts: i64) -> Ev {
     Ev::success(ts, BYSTANDER, "someone-else")
 }
 
+/// Moves stream time to `ts`: stream time is the K-th newest event time
+/// (`time.jump_confirmations`, 3), so one event alone does not move it.
+fn advance(r: &mut Run, ts: i64) {
+    for _ in 0..3 {
+        r.ok(&tick(ts));
+    }
+}
+
 fn assert_no_signals(r: &Run) {
     assert!(
         r.signals.is_empty(),
@@ -178,7 +186,7 @@ fn bruteforce_out_of_order_failure_within_lateness_completes_the_run() {
 fn bruteforce_failure_later_than_allowed_lateness_is_dropped_and_does_not_complete_the_run() {
     let mut r = Run::new(bruteforce_only());
     r.ok_all(failures_on("alice", ATTACKER, T0, 10 * SEC, 9)); // 10:00:00 .. 10:01:20
-    r.ok(&tick(T0 + 200 * SEC)); // watermark 10:02:20
+    advance(&mut r, T0 + 200 * SEC); // watermark 10:02:20
     let p = r.feed(&Ev::failure(T0 + 90 * SEC, ATTACKER, "alice"));
     assert_eq!(p, Processed::Late);
     assert_no_signals(&r);
@@ -345,7 +353,7 @@ fn distributed_bruteforce_out_of_order_failure_from_a_fifth_ip_completes_the_run
 fn distributed_bruteforce_late_failure_is_dropped_and_does_not_complete_the_run() {
     let mut r = Run::new(dbf_only());
     r.ok_all(rotating("alice", T0, 10 * SEC, 9, 5));
-    r.ok(&tick(T0 + 200 * SEC));
+    advance(&mut r, T0 + 200 * SEC);
     assert_eq!(
         r.feed(&Ev::failure(T0 + 90 * SEC, &nth_ip(5), "alice")),
         Processed::Late
@@ -531,7 +539,7 @@ fn credential_stuffing_out_of_order_failure_within_lateness_completes_the_run() 
 fn credential_stuffing_late_failure_is_dropped_and_does_not_complete_the_run() {
     let mut r = Run::new(cs_only());
     r.ok_all(stuffing(ATTACKER, T0, 5 * SEC, 19, 10)); // up to 10:01:30
-    r.ok(&tick(T0 + 200 * SEC));
+    advance(&mut r, T0 + 200 * SEC);
     assert_eq!(
         r.feed(&Ev::failure(T0 + 95 * SEC, ATTACKER, "user9")),
         Processed::Late
@@ -670,7 +678,7 @@ fn credential_stuffing_slow_late_failure_is_dropped_and_does_not_complete_the_ru
     let mut r = Run::new(slow_only());
     r.ok_all(stuffing(ATTACKER, T0, 10 * MIN, 99, 10));
     let last = T0 + 98 * 10 * MIN;
-    r.ok(&tick(last + 5 * MIN));
+    advance(&mut r, last + 5 * MIN);
     assert_eq!(
         r.feed(&Ev::failure(last + 3 * MIN, ATTACKER, "user3")),
         Processed::Late
@@ -826,7 +834,7 @@ fn user_enumeration_out_of_order_failure_within_lateness_completes_the_run() {
 fn user_enumeration_late_failure_is_dropped_and_does_not_complete_the_run() {
     let mut r = Run::new(ue_only());
     r.ok_all(probing(ATTACKER, T0, 10 * SEC, 9, 5));
-    r.ok(&tick(T0 + 200 * SEC));
+    advance(&mut r, T0 + 200 * SEC);
     assert_eq!(
         r.feed(&Ev::failure(T0 + 85 * SEC, ATTACKER, "ghost7").exists(false)),
         Processed::Late
@@ -954,7 +962,7 @@ fn ip_velocity_out_of_order_attempt_within_lateness_completes_the_run() {
 fn ip_velocity_late_attempt_is_dropped_and_does_not_complete_the_run() {
     let mut r = Run::new(velocity_only());
     r.ok_all(burst(ATTACKER, T0, 250, 119)); // up to 10:00:29.5
-    r.ok(&tick(T0 + 100 * SEC)); // watermark 10:00:40
+    advance(&mut r, T0 + 100 * SEC); // watermark 10:00:40
     assert_eq!(
         r.feed(&Ev::success(T0 + 35 * SEC, ATTACKER, "u9")),
         Processed::Late
@@ -1231,7 +1239,10 @@ fn distributed_credential_stuffing_late_failure_is_dropped_and_does_not_complete
     let mut r = Run::new(dcs_only());
     let evs = campaign("checkout", T0, 500, 200, 60, 200);
     r.ok_all(evs[..199].to_vec()); // up to 10:01:39
-    r.ok(&Ev::success(T0 + 170 * SEC, BYSTANDER, "member1").service("checkout"));
+    for _ in 0..3 {
+        // Stream time is the third-newest event time: three events move it.
+        r.ok(&Ev::success(T0 + 170 * SEC, BYSTANDER, "member1").service("checkout"));
+    }
     assert_eq!(
         r.feed(&evs[199].clone().at(T0 + 100 * SEC)),
         Processed::Late
@@ -1426,7 +1437,7 @@ fn campaign_participant_late_failure_is_dropped_and_does_not_complete_the_pair()
     let (mut r, last) = active_campaign();
     let x = nth_ip(7);
     r.ok(&Ev::failure(last, &x, "other1"));
-    r.ok(&tick(last + 90 * SEC));
+    advance(&mut r, last + 90 * SEC);
     assert_eq!(
         r.feed(&Ev::failure(last + 10 * SEC, &x, "other2")),
         Processed::Late
@@ -1509,7 +1520,7 @@ fn account_takeover_session_create_counts_as_a_successful_sign_in() {
 #[test]
 fn account_takeover_success_arriving_out_of_order_within_lateness_is_still_a_takeover() {
     let mut r = alice_bruteforced();
-    r.ok(&tick(T0 + 10 * MIN));
+    advance(&mut r, T0 + 10 * MIN);
     r.ok(&Ev::success(T0 + 10 * MIN - 30 * SEC, BYSTANDER, "alice"));
     assert_eq!(r.one(Rule::AccountTakeover).ts, "2025-11-21T10:09:30Z");
 }
@@ -1517,7 +1528,7 @@ fn account_takeover_success_arriving_out_of_order_within_lateness_is_still_a_tak
 #[test]
 fn account_takeover_late_success_is_dropped() {
     let mut r = alice_bruteforced();
-    r.ok(&tick(T0 + 10 * MIN));
+    advance(&mut r, T0 + 10 * MIN);
     assert_eq!(
         r.feed(&Ev::success(T0 + 8 * MIN, BYSTANDER, "alice")),
         Processed::Late
@@ -1534,6 +1545,7 @@ fn account_takeover_only_within_an_hour_of_the_attack() {
     r.ok_all(evs);
     assert_eq!(r.count(Rule::Bruteforce), 2);
     // bruteforce fired at 10:01:30 (alice) and 10:01:35 (bob).
+    advance(&mut r, T0 + 60 * MIN); // a quiet hour: traffic moves time, not one event
     r.ok(&Ev::success(T0 + 90 * SEC + 59 * MIN, BYSTANDER, "alice"));
     r.ok(&Ev::success(T0 + 95 * SEC + 61 * MIN, BYSTANDER, "bob"));
     let v = r.of(Rule::AccountTakeover);
@@ -1624,7 +1636,7 @@ fn account_takeover_success_from_a_campaign_participant_is_critical() {
 fn account_takeover_looks_back_at_earlier_sign_ins_when_an_ip_is_flagged() {
     let mut r = Run::new(ato_after(&[Rule::CredentialStuffing]));
     r.ok(&Ev::success(T0 - 61 * MIN, ATTACKER, "carol")); // more than 1h before the flag
-    r.ok(&tick(T0 - 30 * MIN));
+    advance(&mut r, T0 - 30 * MIN);
     r.ok(&Ev::success(T0, ATTACKER, "bob"));
     assert_no_signals(&r);
     r.ok_all(stuffing(ATTACKER, T0 + 10 * MIN, 10 * SEC, 20, 10));
@@ -1803,7 +1815,7 @@ fn an_event_id_seen_again_after_the_dedup_window_is_processed() {
     let ev = Ev::failure(T0, ATTACKER, "alice").event_id("redelivered-much-later");
     r.ok(&ev);
     for m in 1..=20 {
-        r.ok(&tick(T0 + m * MIN));
+        advance(&mut r, T0 + m * MIN);
     }
     assert_eq!(r.feed(&ev.clone().at(T0 + 20 * MIN)), Processed::Accepted);
 }
@@ -1815,7 +1827,7 @@ fn a_wild_first_event_does_not_keep_later_event_ids_in_dedup_forever() {
     let ev = Ev::failure(T0, ATTACKER, "alice").event_id("redelivered-much-later");
     r.ok(&ev);
     for m in 1..=20 {
-        r.ok(&tick(T0 + m * MIN));
+        advance(&mut r, T0 + m * MIN);
     }
     assert_eq!(
         r.feed(&ev.clone().at(T0 + 20 * MIN)),
@@ -1859,7 +1871,7 @@ fn a_wild_first_event_is_overruled_by_the_next_normal_one() {
 #[test]
 fn a_forward_gap_confirmed_by_three_events_moves_time() {
     let mut r = Run::new(bruteforce_only());
-    r.ok(&tick(T0));
+    advance(&mut r, T0); // time is established by three events
     let later = T0 + 3 * HOUR;
     assert!(
         matches!(r.feed(&tick(later)), Processed::Invalid(ref e) if e.reason == InvalidReason::TimestampJump)

@@ -4,19 +4,22 @@
 
 use crate::config::CredentialStuffingConfig;
 use crate::detectors::{Fire, escalation_count, ratio, severity_for};
-use crate::engine::state::IpHot;
+use crate::engine::state::{IpHot, SLICES, SliceCounter};
 use crate::normalize::IpKey;
 use crate::signal::{Counts, Entity, EntityType, Rule, round3};
 
-/// Success counts are kept in 1/16-window slices.
+/// Success counts are kept in 1/8-window slices.
 pub fn slice_ms(cfg: &CredentialStuffingConfig) -> i64 {
-    (cfg.window.ms() / 16).max(1)
+    (cfg.window.ms() / SLICES as i64).max(1)
 }
 
+/// `successes` counts the IP's successful logins (kept for every IP, so the ones before
+/// its first failure count too).
 pub fn check(
     cfg: &CredentialStuffingConfig,
     factor: f64,
     hot: &mut IpHot,
+    successes: &SliceCounter,
     idx: usize,
     ip: &IpKey,
     samples: usize,
@@ -33,7 +36,7 @@ pub fn check(
         return None;
     }
     let failures = hot.failures.count_in(end, w) as u64;
-    let successes = hot.successes.count(end, slice_ms(cfg));
+    let successes = successes.count(end, slice_ms(cfg));
     let r = ratio(failures, failures + successes);
     if r < cfg.min_failure_ratio {
         return None;

@@ -3,7 +3,7 @@
 //! Anchor: Auth0 suspicious-IP throttling, 100 failed attempts per IP per day.
 
 use crate::config::CredentialStuffingSlowConfig;
-use crate::detectors::{Fire, escalation_count, severity_for, window_cap};
+use crate::detectors::{Ctx, Fire, escalation_count, severity_for, window_cap};
 use crate::engine::distinct::DistinctWindow;
 use crate::engine::window::TsWindow;
 use crate::normalize::IpKey;
@@ -23,17 +23,15 @@ impl IpState {
 
 pub fn observe_failure(
     cfg: &CredentialStuffingSlowConfig,
-    factor: f64,
+    ctx: Ctx,
     st: &mut IpState,
     t: i64,
     account: u64,
-    watermark: i64,
     ip: &IpKey,
-    samples: usize,
 ) -> Option<Fire> {
     let w = cfg.window.ms();
-    let horizon = watermark.saturating_sub(w);
-    let esc = escalation_count(cfg.min_failures, factor);
+    let horizon = ctx.watermark.saturating_sub(w);
+    let esc = escalation_count(cfg.min_failures, ctx.factor);
     st.accounts.insert(
         account,
         t,
@@ -43,7 +41,7 @@ pub fn observe_failure(
     );
     let idx = st
         .failures
-        .insert(t, horizon, window_cap(cfg.min_failures, factor))?;
+        .insert(t, horizon, window_cap(cfg.min_failures, ctx.factor))?;
     let end = st.failures.crossing(idx, cfg.min_failures as usize, w)?;
     let accounts = st.accounts.count(end, w);
     if accounts < cfg.min_distinct_accounts as u64 {
@@ -69,7 +67,7 @@ pub fn observe_failure(
             distinct_accounts: Some(cfg.min_distinct_accounts as u64),
             ..Default::default()
         },
-        sample_accounts: st.accounts.recent(end, w, samples),
+        sample_accounts: st.accounts.recent(end, w, ctx.samples),
         sample_ips: Vec::new(),
         because: None,
         trace_ids: Vec::new(),

@@ -97,6 +97,7 @@ impl ServiceState {
         ip: u64,
         account: u64,
         watermark: i64,
+        newest: i64,
         service: &str,
         samples: usize,
     ) -> Observed {
@@ -143,10 +144,19 @@ impl ServiceState {
         }
         self.recent_failures.push_back((t, ip, account));
 
-        // The window ends at the newest slice; only its ~30 slices are summed per event.
-        let end = self.slices.back().map_or(t, |s| s.start + sm - 1);
+        // The window ends with the newest event's slice (an out-of-order event is counted
+        // where it belongs, in the window that is current); `newest` leaves out any wild
+        // clock accepted before time was established. Only ~30 slices are summed.
+        let end = (newest.max(t).div_euclid(sm) + 1) * sm - 1;
+        let in_window = |s: &&Slice| s.start > end - w && s.start <= end;
         let (mut attempts, mut failures) = (0u64, 0u64);
-        for s in self.slices.iter().rev().take_while(|s| s.start > end - w) {
+        for s in self
+            .slices
+            .iter()
+            .rev()
+            .skip_while(|s| s.start > end)
+            .take_while(in_window)
+        {
             attempts += s.attempts as u64;
             failures += s.failures as u64;
         }

@@ -16,6 +16,17 @@ pub mod user_enumeration;
 use crate::config::Dur;
 use crate::signal::{Counts, Entity, Rule, Severity};
 
+/// What every detector call needs besides its own config and state.
+#[derive(Clone, Copy, Debug)]
+pub struct Ctx {
+    /// `signals.escalation_factor`.
+    pub factor: f64,
+    /// `signals.sample_size`.
+    pub samples: usize,
+    /// Stream watermark: state older than it minus a window is forgotten.
+    pub watermark: i64,
+}
+
 /// A rule crossed its threshold. Sample members are hashes the engine resolves to names.
 #[derive(Clone, Debug)]
 pub struct Fire {

@@ -4,7 +4,7 @@
 //! username out.
 
 use crate::config::UserEnumerationConfig;
-use crate::detectors::{Fire, escalation_count, severity_for, window_cap};
+use crate::detectors::{Ctx, Fire, escalation_count, severity_for, window_cap};
 use crate::engine::distinct::DistinctWindow;
 use crate::engine::window::TsWindow;
 use crate::normalize::IpKey;
@@ -25,17 +25,15 @@ impl IpState {
 /// Called for failures on accounts the application says do not exist.
 pub fn observe_unknown_account_failure(
     cfg: &UserEnumerationConfig,
-    factor: f64,
+    ctx: Ctx,
     st: &mut IpState,
     t: i64,
     account: u64,
-    watermark: i64,
     ip: &IpKey,
-    samples: usize,
 ) -> Option<Fire> {
     let w = cfg.window.ms();
-    let horizon = watermark.saturating_sub(w);
-    let esc = escalation_count(cfg.min_failures, factor);
+    let horizon = ctx.watermark.saturating_sub(w);
+    let esc = escalation_count(cfg.min_failures, ctx.factor);
     st.accounts.insert(
         account,
         t,
@@ -45,7 +43,7 @@ pub fn observe_unknown_account_failure(
     );
     let idx = st
         .failures
-        .insert(t, horizon, window_cap(cfg.min_failures, factor))?;
+        .insert(t, horizon, window_cap(cfg.min_failures, ctx.factor))?;
     let end = st.failures.crossing(idx, cfg.min_failures as usize, w)?;
     let accounts = st.accounts.count(end, w);
     if accounts < cfg.min_distinct_accounts as u64 {
@@ -71,7 +69,7 @@ pub fn observe_unknown_account_failure(
             distinct_accounts: Some(cfg.min_distinct_accounts as u64),
             ..Default::default()
         },
-        sample_accounts: st.accounts.recent(end, w, samples),
+        sample_accounts: st.accounts.recent(end, w, ctx.samples),
         sample_ips: Vec::new(),
         because: None,
         trace_ids: Vec::new(),

@@ -39,10 +39,16 @@ impl Dedup {
         false
     }
 
-    /// Forgets ids recorded for events older than `watermark - window`.
-    pub fn expire(&mut self, watermark: i64) {
+    /// Forgets ids recorded for events older than `watermark - window`, and ids whose
+    /// event time is beyond `ahead` (a wild clock accepted before time was established
+    /// would otherwise sit at the front of the queue and hold everything behind it).
+    pub fn expire(&mut self, watermark: i64, ahead: i64) {
         let horizon = watermark.saturating_sub(self.window);
-        while self.order.front().is_some_and(|f| f.0 < horizon) {
+        while self
+            .order
+            .front()
+            .is_some_and(|f| f.0 < horizon || f.0 > ahead)
+        {
             self.pop_front();
         }
     }

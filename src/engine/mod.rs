@@ -341,7 +341,7 @@ impl Core {
                     format!(
                         "ts {} is more than time.max_forward_jump ahead of the stream ({}) and nothing confirms it",
                         format_ts(t),
-                        self.clock.max_ts().map(format_ts).unwrap_or_default()
+                        self.clock.now().map(format_ts).unwrap_or_default()
                     ),
                 );
                 return self.invalid(e);
@@ -354,7 +354,8 @@ impl Core {
             }
         }
         let wm = self.clock.watermark();
-        if wm >= self.next_expiry {
+        // The second test: time went back (a wild first event was outvoted).
+        if wm >= self.next_expiry || wm + EXPIRY_EVERY_MS < self.next_expiry {
             self.expire(wm);
             self.next_expiry = wm + EXPIRY_EVERY_MS;
         }
@@ -372,7 +373,7 @@ impl Core {
         self.ips.expire(wm);
         self.accounts.expire(wm);
         self.services.expire(wm);
-        self.dedup.expire(wm);
+        self.dedup.expire(wm, self.clock.horizon_ahead());
     }
 
     fn observe(
@@ -395,6 +396,11 @@ impl Core {
         let allowlisted = !p.allow.is_empty() && p.allow.contains(ip);
         let service = ev.service().unwrap_or("unknown");
         let trace = ev.trace_id();
+        let ctx = detectors::Ctx {
+            factor: p.factor,
+            samples: p.samples,
+            watermark: wm,
+        };
 
         // ---- account rules
         let acct_id = self
@@ -494,7 +500,8 @@ impl Core {
             }
             if failure {
                 let key = slot.key;
-                let hot = slot.state.hot.get_or_insert_with(Default::default);
+                let state = &mut slot.state;
+                let hot = state.hot.get_or_insert_with(Default::default);
                 let horizon = wm.saturating_sub(p.ip_w);
                 hot.failing_accounts
                     .insert(acct_hash, t, horizon, p.ip_w, p.ip_accounts_cap);
@@ -505,6 +512,7 @@ impl Core {
                             &rules.credential_stuffing,
                             p.factor,
                             hot,
+                            &state.login_successes,
                             idx,
                             &key,
                             p.samples,
@@ -514,33 +522,27 @@ impl Core {
                 if rules.credential_stuffing_slow.enabled {
                     fired.extend(detectors::credential_stuffing_slow::observe_failure(
                         &rules.credential_stuffing_slow,
-                        p.factor,
+                        ctx,
                         &mut hot.slow,
                         t,
                         acct_hash,
-                        wm,
                         &key,
-                        p.samples,
                     ));
                 }
                 if rules.user_enumeration.enabled && ev.user_exists() == Some(false) {
                     fired.extend(
                         detectors::user_enumeration::observe_unknown_account_failure(
                             &rules.user_enumeration,
-                            p.factor,
+                            ctx,
                             &mut hot.enumeration,
                             t,
                             acct_hash,
-                            wm,
                             &key,
-                            p.samples,
                         ),
                     );
                 }
             } else if login {
-                if let Some(hot) = slot.state.hot.as_mut() {
-                    hot.successes.add(t, p.cs_slice);
-                }
+                slot.state.login_successes.add(t, p.cs_slice);
             }
             if !failure {
                 let horizon = wm.saturating_sub(rules.account_takeover.window.ms());
@@ -577,6 +579,7 @@ impl Core {
                 ip_hash,
                 acct_hash,
                 wm,
+                self.clock.max_ts().unwrap_or(t),
                 service,
                 p.samples,
             );
@@ -701,7 +704,7 @@ impl Core {
         let failures = hot
             .failures
             .count_in(t, rules.credential_stuffing.window.ms()) as u64;
-        let attempts = failures + hot.successes.count(t, plan.cs_slice);
+        let attempts = failures + slot.state.login_successes.count(t, plan.cs_slice);
         let n = accounts.len();
         let mut sample = accounts;
         sample.truncate(plan.samples);

@@ -16,19 +16,10 @@ pub struct Traces {
     next: u8,
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 struct TraceId {
     len: u8,
     bytes: [u8; 32],
-}
-
-impl Default for TraceId {
-    fn default() -> Self {
-        TraceId {
-            len: 0,
-            bytes: [0; 32],
-        }
-    }
 }
 
 impl Traces {
@@ -52,36 +43,41 @@ impl Traces {
     }
 }
 
+/// Slices in a [`SliceCounter`].
+pub const SLICES: usize = 8;
+const SL: i64 = SLICES as i64;
+
 /// Counts per slice of a window, for success counts where an exact log is not worth its
-/// memory (the failure ratio is a soft condition; slices are 1/16 of the window).
+/// memory: every IP has one (24 bytes), and the failure ratio it feeds is a soft
+/// condition, so 1/8-window resolution is enough.
 #[derive(Clone, Debug, Default)]
 pub struct SliceCounter {
     head: i64,
-    counts: [u16; 16],
+    counts: [u16; SLICES],
 }
 
 impl SliceCounter {
     pub fn add(&mut self, ts: i64, slice_ms: i64) {
         let s = ts.div_euclid(slice_ms);
         if s > self.head {
-            let gap = (s - self.head).min(16);
+            let gap = (s - self.head).min(SL);
             for k in 0..gap {
-                self.counts[((s - k).rem_euclid(16)) as usize] = 0;
+                self.counts[((s - k).rem_euclid(SL)) as usize] = 0;
             }
             self.head = s;
-        } else if s <= self.head - 16 {
+        } else if s <= self.head - SL {
             return;
         }
-        let c = &mut self.counts[s.rem_euclid(16) as usize];
+        let c = &mut self.counts[s.rem_euclid(SL) as usize];
         *c = c.saturating_add(1);
     }
 
-    /// Sum over the slices overlapping `(end - 16 slices, end]`.
+    /// Sum over the slices overlapping `(end - SLICES slices, end]`.
     pub fn count(&self, end: i64, slice_ms: i64) -> u64 {
         let e = end.div_euclid(slice_ms).min(self.head);
-        let lo = (end.div_euclid(slice_ms) - 15).max(self.head - 15);
+        let lo = (end.div_euclid(slice_ms) - (SL - 1)).max(self.head - (SL - 1));
         (lo..=e)
-            .map(|s| self.counts[s.rem_euclid(16) as usize] as u64)
+            .map(|s| self.counts[s.rem_euclid(SL) as usize] as u64)
             .sum()
     }
 }
@@ -92,6 +88,8 @@ pub struct IpState {
     pub attempts: TsWindow,
     /// Recent successful sign-ins from this IP (`account_takeover` looks back on them).
     pub successes: account_takeover::Lookback,
+    /// Successful logins, for failure ratios.
+    pub login_successes: SliceCounter,
     pub hot: Option<Box<IpHot>>,
     pub fired: Option<Box<Fired>>,
 }
@@ -100,7 +98,6 @@ pub struct IpState {
 #[derive(Default)]
 pub struct IpHot {
     pub failures: TsWindow,
-    pub successes: SliceCounter,
     pub failing_accounts: DistinctWindow,
     pub enumeration: user_enumeration::IpState,
     pub slow: credential_stuffing_slow::IpState,
@@ -171,15 +168,15 @@ mod tests {
     #[test]
     fn slice_counter_slides() {
         let mut c = SliceCounter::default();
-        for t in 0..160 {
+        for t in 0..80 {
             c.add(t, 10);
         }
-        assert_eq!(c.count(159, 10), 160);
-        c.add(200, 10);
+        assert_eq!(c.count(79, 10), 80);
+        c.add(100, 10);
         assert_eq!(
-            c.count(200, 10),
-            1 + 10 * 11,
-            "slices 5..=15 remain, plus the new one"
+            c.count(100, 10),
+            1 + 10 * 5,
+            "slices 3..=7 remain, plus the new one"
         );
         assert_eq!(c.count(1000, 10), 0);
     }
