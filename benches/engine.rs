@@ -4,7 +4,8 @@
 //!
 //! `cargo bench --bench engine` prints an interleaved same-run comparison first (median
 //! of several passes each, so machine noise hits all three alike), then criterion's
-//! statistics. ATOWATCH_BENCH_EVENTS overrides the event count; with
+//! statistics. ATOWATCH_BENCH_EVENTS overrides the event count, ATOWATCH_BENCH_CONFIG
+//! names a config file to bench instead of the defaults; with
 //! ATOWATCH_BENCH_REPORT_ONLY set, only the same-run comparison runs.
 
 use std::hint::black_box;
@@ -59,8 +60,16 @@ fn parse_only(d: &Data) -> usize {
     ok
 }
 
+/// The config benched: defaults, or the file in ATOWATCH_BENCH_CONFIG.
+fn config() -> Config {
+    match std::env::var_os("ATOWATCH_BENCH_CONFIG") {
+        Some(p) => Config::load(Some(std::path::Path::new(&p))).expect("bench config"),
+        None => Config::default(),
+    }
+}
+
 fn detect_bytes(d: &Data) -> (usize, Engine) {
-    let mut e = Engine::new(Config::default());
+    let mut e = Engine::new(config());
     let mut out: Vec<Signal> = Vec::new();
     let mut n = 0;
     for &(a, b) in &d.lines {
@@ -72,7 +81,7 @@ fn detect_bytes(d: &Data) -> (usize, Engine) {
 }
 
 fn detect_decoded(events: &[AuthEvent<'_>]) -> usize {
-    let mut e = Engine::new(Config::default());
+    let mut e = Engine::new(config());
     let mut out: Vec<Signal> = Vec::new();
     let mut n = 0;
     for ev in events {
@@ -146,6 +155,22 @@ fn same_run_report(d: &Data) {
 
 fn main() {
     let d = data();
+    // For profilers: one variant alone, nothing else in the samples.
+    match std::env::var("ATOWATCH_BENCH_PROFILE").as_deref() {
+        Ok("parse") => {
+            for _ in 0..3 {
+                black_box(parse_only(&d));
+            }
+            return;
+        }
+        Ok("bytes") => {
+            for _ in 0..3 {
+                black_box(detect_bytes(&d).0);
+            }
+            return;
+        }
+        _ => {}
+    }
     if std::env::var_os("ATOWATCH_BENCH_PROFILE_DETECT").is_some() {
         // For profilers: detection alone, nothing else in the samples.
         let decoded: Vec<AuthEvent<'_>> = d

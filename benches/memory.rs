@@ -41,12 +41,10 @@ fn main() {
     // Half accounts, half IPs; enough events that nearly every one is seen, over one
     // hour so nothing expires before we measure.
     let opts = SimOptions {
-        seed: 9,
-        duration_ms: 3_600_000,
         accounts: (target / 2) as u32,
         ips: (target / 2) as u32,
         benign_events: Some(target * 2),
-        ..SimOptions::default()
+        ..SimOptions::for_duration(9, 3_600_000)
     };
     let sim = generate(&opts).expect("simulate");
     let mut line = Vec::with_capacity(512);

@@ -19,7 +19,7 @@ pub const MAX_TS_MS: i64 = 4_102_444_800_000; // 2100-01-01T00:00:00Z
 /// How many of the right-most `forwarded_for` entries are kept. Client resolution walks
 /// from the right and stops at the first untrusted hop, so deeper entries never matter
 /// unless more than this many proxies are trusted in a row.
-pub const MAX_FORWARDED: usize = 8;
+pub const MAX_FORWARDED: usize = 4;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum EventKind {
@@ -153,11 +153,9 @@ pub struct RawEvent<'a> {
     pub user: Option<RawUser<'a>>,
     pub event_id: Option<Cow<'a, str>>,
     pub service: Option<Cow<'a, str>>,
-    pub function: Option<Cow<'a, str>>,
-    pub user_agent: Option<Cow<'a, str>>,
-    pub session_id: Option<Cow<'a, str>>,
     pub trace_id: Option<Cow<'a, str>>,
-    pub span_id: Option<Cow<'a, str>>,
+    // `function`, `user_agent`, `session_id`, `span_id` and `metadata` are accepted and
+    // not kept: no rule reads them, and every field kept is copied with each event.
 }
 
 #[derive(Clone, Debug, Default)]
@@ -491,11 +489,7 @@ impl<'de> Deserialize<'de> for RawEvent<'de> {
                         "user" => ev.user = map.next_value::<Option<RawUser<'de>>>()?,
                         "event_id" => ev.event_id = map.next_value::<Text<'de>>()?.0,
                         "service" => ev.service = map.next_value::<Text<'de>>()?.0,
-                        "function" => ev.function = map.next_value::<Text<'de>>()?.0,
-                        "user_agent" => ev.user_agent = map.next_value::<Text<'de>>()?.0,
-                        "session_id" => ev.session_id = map.next_value::<Text<'de>>()?.0,
                         "trace_id" => ev.trace_id = map.next_value::<Text<'de>>()?.0,
-                        "span_id" => ev.span_id = map.next_value::<Text<'de>>()?.0,
                         _ => {
                             map.next_value::<IgnoredAny>()?;
                         }

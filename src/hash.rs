@@ -43,9 +43,13 @@ pub fn hash_bytes_seeded(bytes: &[u8], seed: u64) -> u64 {
     }
     let rest = chunks.remainder();
     if !rest.is_empty() {
-        let mut tail = [0u8; 8];
-        tail[..rest.len()].copy_from_slice(rest);
-        h = fold(h, u64::from_le_bytes(tail));
+        // Assembled with shifts: copying into a stack buffer and reading it back as one
+        // word stalls on store forwarding, and this runs for every account on every event.
+        let mut tail = 0u64;
+        for (i, &b) in rest.iter().enumerate() {
+            tail |= (b as u64) << (8 * i);
+        }
+        h = fold(h, tail);
     }
     mix64(h)
 }

@@ -12,7 +12,10 @@ use crate::event::{AuthEvent, InvalidEvent, InvalidReason};
 /// (`::ffff:a.b.c.d`) so both families share one key type and one hash.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct IpKey {
-    bits: u128,
+    /// The address as two words, not a `u128`: `u128` is 16-byte aligned, which would
+    /// pad every IP slot (and there can be a million of them) by 8 bytes.
+    hi: u64,
+    lo: u64,
     /// Prefix length in IPv6 terms: 128 for a single address (IPv4 is always 128).
     prefix: u8,
 }
@@ -22,41 +25,38 @@ const V4_MAPPED: u128 = 0xffff_u128 << 32;
 impl IpKey {
     pub fn from_addr(addr: IpAddr, v6_prefix: u8) -> IpKey {
         match addr {
-            IpAddr::V4(v4) => IpKey {
-                bits: V4_MAPPED | u32::from(v4) as u128,
-                prefix: 128,
-            },
+            IpAddr::V4(v4) => IpKey::new(V4_MAPPED | u32::from(v4) as u128, 128),
             IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
                 Some(v4) => IpKey::from_addr(IpAddr::V4(v4), v6_prefix),
                 None => {
                     let p = v6_prefix.min(128);
-                    IpKey {
-                        bits: u128::from(v6) & prefix_mask(p),
-                        prefix: p,
-                    }
+                    IpKey::new(u128::from(v6) & prefix_mask(p), p)
                 }
             },
         }
     }
+    fn new(bits: u128, prefix: u8) -> IpKey {
+        IpKey { hi: (bits >> 64) as u64, lo: bits as u64, prefix }
+    }
     pub fn bits(&self) -> u128 {
-        self.bits
+        ((self.hi as u128) << 64) | self.lo as u128
     }
     pub fn is_v4(&self) -> bool {
-        self.bits >> 32 == 0xffff
+        self.bits() >> 32 == 0xffff
     }
     pub fn hash(&self) -> u64 {
-        crate::hash::hash_u128(self.bits ^ ((self.prefix as u128) << 120))
+        crate::hash::hash_u128(self.bits() ^ ((self.prefix as u128) << 120))
     }
 }
 
 impl fmt::Display for IpKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.is_v4() {
-            write!(f, "{}", Ipv4Addr::from(self.bits as u32))
+            write!(f, "{}", Ipv4Addr::from(self.lo as u32))
         } else if self.prefix == 128 {
-            write!(f, "{}", Ipv6Addr::from(self.bits))
+            write!(f, "{}", Ipv6Addr::from(self.bits()))
         } else {
-            write!(f, "{}/{}", Ipv6Addr::from(self.bits), self.prefix)
+            write!(f, "{}/{}", Ipv6Addr::from(self.bits()), self.prefix)
         }
     }
 }

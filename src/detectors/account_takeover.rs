@@ -4,47 +4,73 @@
 //! into earlier in the window are reported ("which accounts did this IP get into?").
 //! Anchor: Datadog rates a successful login from the attacking IP critical.
 
+use compact_str::CompactString;
+
 use crate::config::AccountTakeoverConfig;
 use crate::detectors::Fire;
 use crate::signal::{Counts, Entity, EntityType, Rule};
 
-/// Recent successful sign-ins from one IP: (event time, account hash), oldest first.
+/// Recent successful sign-ins from one IP: (event time, account), oldest first. Names
+/// are kept here, not looked up, because accounts that only ever sign in successfully
+/// have no state of their own (that is most accounts). The first entry is inline: most
+/// IPs sign in one account now and then.
 #[derive(Default)]
-pub struct Lookback {
-    v: Vec<(i64, u64)>,
+pub enum Lookback {
+    #[default]
+    Empty,
+    One(i64, CompactString),
+    Many(Vec<(i64, CompactString)>),
 }
 
 impl Lookback {
-    pub fn push(&mut self, t: i64, account: u64, horizon: i64, cap: usize) {
-        if self.v.first().is_some_and(|e| e.0 < horizon) {
-            self.v.retain(|e| e.0 >= horizon);
-        }
+    pub fn push(&mut self, t: i64, account: &str, horizon: i64, cap: usize) {
         if cap == 0 {
             return;
         }
-        if let Some(e) = self.v.iter_mut().find(|e| e.1 == account) {
-            e.0 = e.0.max(t);
-            return;
+        match self {
+            Lookback::Empty => *self = Lookback::One(t, CompactString::from(account)),
+            Lookback::One(ts, a) if a.as_str() == account => *ts = (*ts).max(t),
+            Lookback::One(ts, a) if *ts < horizon || cap == 1 => {
+                *ts = t;
+                *a = CompactString::from(account);
+            }
+            Lookback::One(ts, a) => {
+                let first = (*ts, std::mem::take(a));
+                *self = Lookback::Many(vec![first, (t, CompactString::from(account))]);
+            }
+            Lookback::Many(v) => {
+                if v.first().is_some_and(|e| e.0 < horizon) {
+                    v.retain(|e| e.0 >= horizon);
+                }
+                if let Some(e) = v.iter_mut().find(|e| e.1.as_str() == account) {
+                    e.0 = e.0.max(t);
+                    return;
+                }
+                if v.len() >= cap {
+                    v.remove(0);
+                }
+                v.push((t, CompactString::from(account)));
+            }
         }
-        if self.v.len() >= cap {
-            self.v.remove(0);
-        }
-        if self.v.capacity() == 0 {
-            self.v.reserve_exact(1);
-        }
-        self.v.push((t, account));
     }
 
     /// Accounts signed into within `[from, to]`.
-    pub fn within(&self, from: i64, to: i64) -> impl Iterator<Item = (i64, u64)> + '_ {
-        self.v
-            .iter()
-            .copied()
-            .filter(move |e| e.0 >= from && e.0 <= to)
+    pub fn within(&self, from: i64, to: i64) -> Vec<(i64, CompactString)> {
+        let all: &[(i64, CompactString)] = match self {
+            Lookback::Empty => &[],
+            Lookback::One(t, a) => return if *t >= from && *t <= to { vec![(*t, a.clone())] } else { Vec::new() },
+            Lookback::Many(v) => v,
+        };
+        all.iter().filter(|e| e.0 >= from && e.0 <= to).cloned().collect()
     }
 
     pub fn heap_bytes(&self) -> usize {
-        self.v.capacity() * 16
+        let name = |a: &CompactString| if a.is_heap_allocated() { a.capacity() } else { 0 };
+        match self {
+            Lookback::Empty => 0,
+            Lookback::One(_, a) => name(a),
+            Lookback::Many(v) => v.capacity() * 32 + v.iter().map(|e| name(&e.1)).sum::<usize>(),
+        }
     }
 }
 

@@ -96,7 +96,6 @@ struct Plan {
     acct_cap: usize,
     acct_ips_cap: usize,
     acct_ttl_failure: i64,
-    acct_ttl_success: i64,
     /// IP failure window (credential stuffing, campaigns).
     ip_w: i64,
     ip_cap: usize,
@@ -174,7 +173,6 @@ impl Plan {
                 .max(window_cap(r.distributed_bruteforce.min_failures, f)),
             acct_ips_cap: (r.distributed_bruteforce.min_distinct_ips as usize * 2).max(16),
             acct_ttl_failure: acct_w.max(ato_w).max(acct_cool),
-            acct_ttl_success: ato_w,
             ip_w,
             ip_cap: window_cap(r.credential_stuffing.min_failures, f),
             ip_accounts_cap: (r
@@ -224,6 +222,9 @@ struct Core {
     fires: Vec<Fire>,
     next_expiry: i64,
     first_ts: Option<i64>,
+    /// Accounts under attack: hash -> (flagged until, rule). Small; read on every
+    /// successful sign-in.
+    flagged_accounts: hashbrown::HashMap<u64, (i64, Rule)>,
 }
 
 /// Event time between sweeps of the expiry wheels.
@@ -238,13 +239,14 @@ impl Engine {
             clock: Clock::new(&cfg.time),
             dedup: Dedup::new(cfg.time.dedup_window.ms(), cfg.state.max_dedup_ids),
             ips: KeyTable::new(bucket(plan.ip_ttl_success), cfg.state.max_ips),
-            accounts: KeyTable::new(bucket(plan.acct_ttl_success), cfg.state.max_accounts),
+            accounts: KeyTable::new(bucket(plan.acct_ttl_failure), cfg.state.max_accounts),
             services: KeyTable::new(bucket(plan.svc_ttl), cfg.state.max_services),
             stats: Stats::default(),
             suppress: false,
             fires: Vec::new(),
             next_expiry: i64::MIN,
             first_ts: None,
+            flagged_accounts: hashbrown::HashMap::new(),
         };
         Engine { cfg, plan, core }
     }
@@ -374,6 +376,9 @@ impl Core {
         self.accounts.expire(wm);
         self.services.expire(wm);
         self.dedup.expire(wm, self.clock.horizon_ahead());
+        if !self.flagged_accounts.is_empty() {
+            self.flagged_accounts.retain(|_, f| f.0 >= wm);
+        }
     }
 
     fn observe(
@@ -402,21 +407,14 @@ impl Core {
             watermark: wm,
         };
 
-        // ---- account rules
-        let acct_id = self
-            .accounts
-            .touch(
-                acct_hash,
-                |k| k.as_str() == account,
-                || CompactString::from(account),
-                t + if failure {
-                    p.acct_ttl_failure
-                } else {
-                    p.acct_ttl_success
-                },
-            )
-            .id;
+        // ---- account rules. Only accounts that fail (or get flagged) have state: most
+        // accounts only ever sign in successfully, and tracking them would cost a table
+        // lookup on nearly every event.
         if failure {
+            let acct_id = self
+                .accounts
+                .touch(acct_hash, |k| k.as_str() == account, || CompactString::from(account), t + p.acct_ttl_failure)
+                .id;
             let slot = self.accounts.slot_mut(acct_id);
             let hot = slot.state.hot.get_or_insert_with(Default::default);
             let horizon = wm.saturating_sub(p.acct_w);
@@ -457,7 +455,7 @@ impl Core {
                     };
                     let flag = p.ato_account[fire.rule.index()]
                         .then_some(rules.account_takeover.window.ms());
-                    settle_account(slot, fire, cooldown.ms(), flag, &mut self.fires);
+                    settle_account(slot, fire, cooldown.ms(), flag, &mut self.fires, &mut self.flagged_accounts);
                 }
             }
         }
@@ -548,7 +546,7 @@ impl Core {
                 let horizon = wm.saturating_sub(rules.account_takeover.window.ms());
                 slot.state.successes.push(
                     t,
-                    acct_hash,
+                    account,
                     horizon,
                     rules.account_takeover.max_lookback_successes as usize,
                 );
@@ -646,13 +644,13 @@ impl Core {
                     .as_ref()
                     .and_then(|f| f.flagged_at(t))
             });
-            let acct_slot = self.accounts.slot(acct_id);
-            let acct_flag = acct_slot.state.fired.as_ref().and_then(|f| f.flagged_at(t));
-            let ip_attacked = acct_slot
-                .state
-                .hot
-                .as_ref()
-                .is_some_and(|h| h.failing_ips.contains(ip_hash));
+            let acct_flag = self.flagged_accounts.get(&acct_hash).filter(|f| t <= f.0).map(|f| f.1);
+            let ip_attacked = acct_flag.is_some()
+                && self
+                    .accounts
+                    .find_by_hash(acct_hash)
+                    .and_then(|s| s.state.hot.as_ref())
+                    .is_some_and(|h| h.failing_ips.contains(ip_hash));
             if ip_flag.is_some() || acct_flag.is_some() {
                 let ip_text = ip_key.to_string();
                 let cause = match ip_flag {
@@ -676,8 +674,13 @@ impl Core {
                     .cooldown
                     .unwrap_or(rules.account_takeover.window)
                     .ms();
+                // Cooldowns live with the account, so it gets state now if it had none.
+                let acct_id = self
+                    .accounts
+                    .touch(acct_hash, |k| k.as_str() == account, || CompactString::from(account), t + p.acct_ttl_failure)
+                    .id;
                 let slot = self.accounts.slot_mut(acct_id);
-                settle_account(slot, fire, cooldown, None, &mut self.fires);
+                settle_account(slot, fire, cooldown, None, &mut self.fires, &mut self.flagged_accounts);
             }
         }
 
@@ -767,29 +770,21 @@ impl Core {
         let (rule, ts) = (fire.rule, fire.ts);
         self.fires.push(fire);
         if newly_flagged && rules.account_takeover.enabled {
-            self.look_back(cfg, ip_id, rule, ts);
+            self.look_back(cfg, plan.acct_ttl_failure, ip_id, rule, ts);
         }
     }
 
     /// The IP was just flagged: accounts it signed into earlier in the window were
     /// probably taken over.
-    fn look_back(&mut self, cfg: &Config, ip_id: u32, rule: Rule, flag_ts: i64) {
+    fn look_back(&mut self, cfg: &Config, acct_ttl: i64, ip_id: u32, rule: Rule, flag_ts: i64) {
         let cfg = &cfg.rules.account_takeover;
         let slot = self.ips.slot(ip_id);
         let ip_text = slot.key.to_string();
         let ip_hash = slot.hash;
-        let hits: Vec<(i64, u64)> = slot
-            .state
-            .successes
-            .within(flag_ts - cfg.window.ms(), flag_ts)
-            .collect();
+        let hits = slot.state.successes.within(flag_ts - cfg.window.ms(), flag_ts);
         let cooldown = cfg.cooldown.unwrap_or(cfg.window).ms();
-        for (ts, acct_hash) in hits {
-            let Some(acct_id) = self.accounts.find_id_by_hash(acct_hash) else {
-                continue;
-            };
-            let acct_slot = self.accounts.slot_mut(acct_id);
-            let account = acct_slot.key.to_string();
+        for (ts, account) in hits {
+            let acct_hash = hash_bytes(account.as_bytes());
             let mut fire = account_takeover::fire(
                 cfg,
                 ts,
@@ -799,9 +794,13 @@ impl Core {
                 ip_hash,
                 account_takeover::Cause::AttackerIp { rule, ip: &ip_text },
             );
-            fire.summary
-                .push_str(" (found looking back when the IP was flagged)");
-            settle_account(acct_slot, fire, cooldown, None, &mut self.fires);
+            fire.summary.push_str(" (found looking back when the IP was flagged)");
+            let acct_id = self
+                .accounts
+                .touch(acct_hash, |k| k.as_str() == account.as_str(), || account.clone(), ts + acct_ttl)
+                .id;
+            let acct_slot = self.accounts.slot_mut(acct_id);
+            settle_account(acct_slot, fire, cooldown, None, &mut self.fires, &mut self.flagged_accounts);
         }
     }
 
@@ -894,6 +893,7 @@ fn settle_account(
     cooldown_ms: i64,
     flag_ms: Option<i64>,
     fires: &mut Vec<Fire>,
+    flagged: &mut hashbrown::HashMap<u64, (i64, Rule)>,
 ) {
     let fired: &mut Fired = slot.state.fired.get_or_insert_with(Default::default);
     if !fired.cooldowns[fire.rule.index()].allow(fire.ts, fire.severity, cooldown_ms) {
@@ -901,9 +901,23 @@ fn settle_account(
     }
     if let Some(ms) = flag_ms {
         fired.flag(fire.rule, fire.ts + ms);
+        // The hot-path check: "is this account under attack?" without its state.
+        flagged.insert(slot.hash, (fired.flagged_until, fired.flag_rule.unwrap_or(fire.rule)));
     }
     if let Some(hot) = slot.state.hot.as_ref() {
         fire.trace_ids = hot.traces.recent().map(str::to_string).collect();
     }
     fires.push(fire);
+}
+
+#[cfg(test)]
+mod size_report {
+    #[test]
+    fn print_sizes() {
+        use super::*;
+        eprintln!("ip slot {}", std::mem::size_of::<Option<table::Slot<IpKey, IpState>>>());
+        eprintln!("acct slot {}", std::mem::size_of::<Option<table::Slot<CompactString, AccountState>>>());
+        eprintln!("IpState {} IpHot {} AccountHot {} Fired {}", std::mem::size_of::<IpState>(), std::mem::size_of::<state::IpHot>(), std::mem::size_of::<state::AccountHot>(), std::mem::size_of::<Fired>());
+        eprintln!("AuthEvent {}", std::mem::size_of::<AuthEvent>());
+    }
 }

@@ -1,30 +1,45 @@
 //! Keyed state with expiry and a cap: one table per entity kind (IP, account, service).
 //!
-//! Slots live in a slab; a SwissTable maps the key's stable hash to a slot index. Expiry
-//! is by a time-ordered wheel (`BTreeMap` from expiry bucket to slot ids), never by
-//! scanning every key: touching a key only moves its `expires_at`; when its bucket comes
-//! due the key is either dropped or rescheduled to where it now belongs. The cap evicts
-//! from the earliest bucket, which is the least recently active state.
+//! Slots live in a slab of fixed-size chunks (growing never copies a million slots);
+//! a SwissTable maps the key's stable hash to a slot index. Expiry is by a time-ordered
+//! wheel (`BTreeMap` from expiry bucket to slot ids), never by scanning every key:
+//! touching a key only moves its `expires_at`; when its bucket comes due the key is
+//! either dropped or rescheduled to where it now belongs. The cap evicts from the
+//! earliest bucket, which is the least recently active state.
+//!
+//! Expiry times are kept in whole seconds (`u32`, good until 2106): a million slots
+//! make every byte count, and state lifetimes are minutes to days.
 
 use std::collections::BTreeMap;
 
 use hashbrown::HashTable;
 
+const CHUNK_BITS: u32 = 10;
+const CHUNK: usize = 1 << CHUNK_BITS;
+
 pub struct Slot<K, S> {
     pub key: K,
     pub hash: u64,
-    pub expires_at: i64,
+    /// Seconds since the epoch, rounded up.
+    expires_s: u32,
     /// The wheel bucket this slot is filed under (stale entries elsewhere are skipped).
-    bucket: i64,
+    bucket: u32,
     pub state: S,
+}
+
+impl<K, S> Slot<K, S> {
+    /// When the key expires unless touched again (ms since the epoch, whole seconds).
+    pub fn expires_at(&self) -> i64 {
+        self.expires_s as i64 * 1000
+    }
 }
 
 pub struct KeyTable<K, S> {
     index: HashTable<u32>,
-    slots: Vec<Option<Slot<K, S>>>,
+    chunks: Vec<Vec<Option<Slot<K, S>>>>,
     free: Vec<u32>,
-    wheel: BTreeMap<i64, Vec<u32>>,
-    bucket_ms: i64,
+    wheel: BTreeMap<u32, Vec<u32>>,
+    bucket_s: u32,
     cap: usize,
     len: usize,
     pub evicted: u64,
@@ -37,15 +52,19 @@ pub struct Touched {
     pub is_new: bool,
 }
 
+fn to_secs(ms: i64) -> u32 {
+    (ms.div_euclid(1000) + (ms.rem_euclid(1000) > 0) as i64).clamp(0, u32::MAX as i64) as u32
+}
+
 impl<K, S: Default> KeyTable<K, S> {
-    /// `bucket_ms` is the expiry resolution; `cap` the most keys held.
+    /// `bucket_ms` is the expiry resolution (at least a second); `cap` the most keys held.
     pub fn new(bucket_ms: i64, cap: usize) -> Self {
         KeyTable {
             index: HashTable::new(),
-            slots: Vec::new(),
+            chunks: Vec::new(),
             free: Vec::new(),
             wheel: BTreeMap::new(),
-            bucket_ms: bucket_ms.max(1),
+            bucket_s: (bucket_ms / 1000).clamp(1, u32::MAX as i64) as u32,
             cap: cap.max(1),
             len: 0,
             evicted: 0,
@@ -61,104 +80,94 @@ impl<K, S: Default> KeyTable<K, S> {
         self.len == 0
     }
 
-    /// Finds or creates the slot for a key, keeping it alive until at least `expires_at`.
-    /// Creating may evict the least recently active key when the table is full.
-    pub fn touch(
-        &mut self,
-        hash: u64,
-        eq: impl Fn(&K) -> bool,
-        make_key: impl FnOnce() -> K,
-        expires_at: i64,
-    ) -> Touched {
-        let slots = &self.slots;
-        if let Some(&id) = self.index.find(hash, |&i| {
-            let s = slots[i as usize].as_ref().expect("indexed slots are live");
+    #[inline]
+    fn get(&self, id: u32) -> Option<&Slot<K, S>> {
+        self.chunks[(id >> CHUNK_BITS) as usize][id as usize & (CHUNK - 1)].as_ref()
+    }
+
+    #[inline]
+    fn get_mut(&mut self, id: u32) -> Option<&mut Slot<K, S>> {
+        self.chunks[(id >> CHUNK_BITS) as usize][id as usize & (CHUNK - 1)].as_mut()
+    }
+
+    /// Finds or creates the slot for a key, keeping it alive until at least `expires_at`
+    /// (ms). Creating may evict the least recently active key when the table is full.
+    pub fn touch(&mut self, hash: u64, eq: impl Fn(&K) -> bool, make_key: impl FnOnce() -> K, expires_at: i64) -> Touched {
+        let expires_s = to_secs(expires_at);
+        let chunks = &self.chunks;
+        let found = self.index.find(hash, |&i| {
+            let s = chunks[(i >> CHUNK_BITS) as usize][i as usize & (CHUNK - 1)].as_ref().expect("indexed slots are live");
             s.hash == hash && eq(&s.key)
-        }) {
-            let s = self.slots[id as usize].as_mut().expect("live");
-            if expires_at > s.expires_at {
-                s.expires_at = expires_at;
+        });
+        if let Some(&id) = found {
+            let s = self.get_mut(id).expect("live");
+            if expires_s > s.expires_s {
+                s.expires_s = expires_s;
             }
             return Touched { id, is_new: false };
         }
         if self.len >= self.cap {
             self.evict_one();
         }
-        let bucket = expires_at.div_euclid(self.bucket_ms);
-        let slot = Slot {
-            key: make_key(),
-            hash,
-            expires_at,
-            bucket,
-            state: S::default(),
-        };
+        let bucket = expires_s / self.bucket_s;
+        let slot = Slot { key: make_key(), hash, expires_s, bucket, state: S::default() };
         let id = match self.free.pop() {
-            Some(id) => {
-                self.slots[id as usize] = Some(slot);
-                id
-            }
+            Some(id) => id,
             None => {
-                self.slots.push(Some(slot));
-                (self.slots.len() - 1) as u32
+                if self.chunks.last().is_none_or(|c| c.len() == CHUNK) {
+                    self.chunks.push(Vec::with_capacity(CHUNK));
+                }
+                let last = self.chunks.len() - 1;
+                self.chunks[last].push(None);
+                ((last << CHUNK_BITS) + self.chunks[last].len() - 1) as u32
             }
         };
-        let slots = &self.slots;
-        self.index.insert_unique(hash, id, |&i| {
-            slots[i as usize].as_ref().expect("live").hash
-        });
+        self.chunks[(id >> CHUNK_BITS) as usize][id as usize & (CHUNK - 1)] = Some(slot);
+        let chunks = &self.chunks;
+        self.index.insert_unique(hash, id, |&i| chunks[(i >> CHUNK_BITS) as usize][i as usize & (CHUNK - 1)].as_ref().expect("live").hash);
         self.wheel.entry(bucket).or_default().push(id);
         self.len += 1;
         Touched { id, is_new: true }
     }
 
     pub fn slot(&self, id: u32) -> &Slot<K, S> {
-        self.slots[id as usize].as_ref().expect("live slot")
+        self.get(id).expect("live slot")
     }
 
     pub fn slot_mut(&mut self, id: u32) -> &mut Slot<K, S> {
-        self.slots[id as usize].as_mut().expect("live slot")
+        self.get_mut(id).expect("live slot")
     }
 
     /// Looks a key up by its hash alone: for turning member hashes back into names.
     pub fn find_by_hash(&self, hash: u64) -> Option<&Slot<K, S>> {
-        let slots = &self.slots;
-        self.index
-            .find(hash, |&i| {
-                slots[i as usize].as_ref().is_some_and(|s| s.hash == hash)
-            })
-            .map(|&i| slots[i as usize].as_ref().expect("live"))
+        self.find_id_by_hash(hash).map(|id| self.slot(id))
     }
 
     pub fn find_id_by_hash(&self, hash: u64) -> Option<u32> {
-        let slots = &self.slots;
-        self.index
-            .find(hash, |&i| {
-                slots[i as usize].as_ref().is_some_and(|s| s.hash == hash)
-            })
-            .copied()
+        self.index.find(hash, |&i| self.get(i).is_some_and(|s| s.hash == hash)).copied()
     }
 
-    /// Drops every key whose `expires_at` is at or before `now`.
+    /// Drops every key whose expiry is at or before `now` (ms).
     pub fn expire(&mut self, now: i64) {
+        let now_s = (now.div_euclid(1000)).clamp(0, u32::MAX as i64) as u32;
         while let Some(mut entry) = self.wheel.first_entry() {
             let bucket = *entry.key();
-            if (bucket + 1) * self.bucket_ms > now {
+            if (bucket as u64 + 1) * self.bucket_s as u64 > now_s as u64 {
                 break;
             }
             let ids = std::mem::take(entry.get_mut());
             entry.remove();
             for id in ids {
-                let Some(s) = self.slots[id as usize].as_mut() else {
-                    continue;
-                };
+                let bucket_s = self.bucket_s;
+                let Some(s) = self.get_mut(id) else { continue };
                 if s.bucket != bucket {
                     continue;
                 }
-                if s.expires_at <= now {
+                if s.expires_s <= now_s {
                     self.remove(id);
                     self.expired += 1;
                 } else {
-                    let b = s.expires_at.div_euclid(self.bucket_ms);
+                    let b = s.expires_s / bucket_s;
                     s.bucket = b;
                     self.wheel.entry(b).or_default().push(id);
                 }
@@ -168,9 +177,7 @@ impl<K, S: Default> KeyTable<K, S> {
 
     fn evict_one(&mut self) {
         loop {
-            let Some(mut entry) = self.wheel.first_entry() else {
-                return;
-            };
+            let Some(mut entry) = self.wheel.first_entry() else { return };
             let bucket = *entry.key();
             let Some(id) = entry.get_mut().pop() else {
                 entry.remove();
@@ -179,13 +186,12 @@ impl<K, S: Default> KeyTable<K, S> {
             if entry.get().is_empty() {
                 entry.remove();
             }
-            let Some(s) = self.slots[id as usize].as_mut() else {
-                continue;
-            };
+            let bucket_s = self.bucket_s;
+            let Some(s) = self.get_mut(id) else { continue };
             if s.bucket != bucket {
                 continue;
             }
-            let due = s.expires_at.div_euclid(self.bucket_ms);
+            let due = s.expires_s / bucket_s;
             if due > bucket {
                 s.bucket = due;
                 self.wheel.entry(due).or_default().push(id);
@@ -198,30 +204,26 @@ impl<K, S: Default> KeyTable<K, S> {
     }
 
     fn remove(&mut self, id: u32) {
-        let hash = self.slots[id as usize].as_ref().expect("live").hash;
+        let hash = self.get(id).expect("live").hash;
         if let Ok(e) = self.index.find_entry(hash, |&i| i == id) {
             e.remove();
         }
-        self.slots[id as usize] = None;
+        self.chunks[(id >> CHUNK_BITS) as usize][id as usize & (CHUNK - 1)] = None;
         self.free.push(id);
         self.len -= 1;
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Slot<K, S>> {
-        self.slots.iter().flatten()
+        self.chunks.iter().flatten().flatten()
     }
 
     /// Bytes held by the table itself (slab, index, wheel), excluding heap owned by
     /// keys and states.
     pub fn table_bytes(&self) -> usize {
-        self.slots.capacity() * std::mem::size_of::<Option<Slot<K, S>>>()
+        self.chunks.iter().map(|c| c.capacity()).sum::<usize>() * std::mem::size_of::<Option<Slot<K, S>>>()
             + self.index.capacity() * (std::mem::size_of::<u32>() + 1)
             + self.free.capacity() * 4
-            + self
-                .wheel
-                .values()
-                .map(|v| v.capacity() * 4 + 48)
-                .sum::<usize>()
+            + self.wheel.values().map(|v| v.capacity() * 4 + 48).sum::<usize>()
     }
 }
 
@@ -229,29 +231,29 @@ impl<K, S: Default> KeyTable<K, S> {
 mod tests {
     use super::*;
 
-    fn touch(t: &mut KeyTable<u64, u32>, k: u64, exp: i64) -> Touched {
-        t.touch(crate::hash::mix64(k), |x| *x == k, || k, exp)
+    fn touch(t: &mut KeyTable<u64, u32>, k: u64, exp_s: i64) -> Touched {
+        t.touch(crate::hash::mix64(k), |x| *x == k, || k, exp_s * 1000)
     }
 
     #[test]
     fn keys_expire_within_one_bucket_of_their_time_never_before() {
-        let mut t: KeyTable<u64, u32> = KeyTable::new(10, 100);
+        let mut t: KeyTable<u64, u32> = KeyTable::new(10_000, 100);
         touch(&mut t, 1, 100);
         touch(&mut t, 2, 200);
         touch(&mut t, 1, 300);
-        t.expire(250);
+        t.expire(250_000);
         assert_eq!(t.len(), 1, "key 2 expired; key 1 was touched again");
         assert!(!touch(&mut t, 1, 300).is_new);
-        t.expire(309);
+        t.expire(309_000);
         assert_eq!(t.len(), 1, "300's bucket [300, 310) is not over yet");
-        t.expire(310);
+        t.expire(310_000);
         assert_eq!(t.len(), 0);
         assert_eq!(t.expired, 2);
     }
 
     #[test]
     fn the_cap_evicts_the_least_recently_active() {
-        let mut t: KeyTable<u64, u32> = KeyTable::new(1, 3);
+        let mut t: KeyTable<u64, u32> = KeyTable::new(1000, 3);
         touch(&mut t, 1, 10);
         touch(&mut t, 2, 20);
         touch(&mut t, 3, 30);
@@ -259,10 +261,22 @@ mod tests {
         touch(&mut t, 4, 50);
         assert_eq!(t.len(), 3);
         assert_eq!(t.evicted, 1);
-        assert!(
-            !touch(&mut t, 1, 40).is_new,
-            "1 was refreshed, 2 was the oldest"
-        );
+        assert!(!touch(&mut t, 1, 40).is_new, "1 was refreshed, 2 was the oldest");
         assert!(touch(&mut t, 2, 60).is_new);
+    }
+
+    #[test]
+    fn slots_are_reused_across_chunks() {
+        let mut t: KeyTable<u64, u32> = KeyTable::new(1000, 10_000);
+        for k in 0..3000 {
+            touch(&mut t, k, 10);
+        }
+        t.expire(20_000);
+        assert_eq!(t.len(), 0);
+        for k in 0..3000 {
+            assert!(touch(&mut t, k + 10_000, 30).is_new);
+        }
+        assert_eq!(t.len(), 3000);
+        assert_eq!(t.iter().count(), 3000);
     }
 }

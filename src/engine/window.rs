@@ -11,18 +11,53 @@
 
 use std::collections::VecDeque;
 
-#[derive(Clone, Debug, Default)]
+/// Timestamps kept inline before spilling to the heap. Most entities only ever have one
+/// or two events in a window, and a heap buffer each costs memory and a cache miss.
+const INLINE: usize = 2;
+
+#[derive(Clone, Debug)]
+enum Repr {
+    Inline { len: u8, ts: [i64; INLINE] },
+    Heap(VecDeque<i64>),
+}
+
+#[derive(Clone, Debug)]
 pub struct TsWindow {
-    ts: VecDeque<i64>,
+    repr: Repr,
+}
+
+impl Default for TsWindow {
+    fn default() -> Self {
+        TsWindow { repr: Repr::Inline { len: 0, ts: [0; INLINE] } }
+    }
 }
 
 impl TsWindow {
     pub fn len(&self) -> usize {
-        self.ts.len()
+        match &self.repr {
+            Repr::Inline { len, .. } => *len as usize,
+            Repr::Heap(d) => d.len(),
+        }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.ts.is_empty()
+        self.len() == 0
+    }
+
+    #[inline]
+    fn at(&self, i: usize) -> i64 {
+        match &self.repr {
+            Repr::Inline { ts, .. } => ts[i],
+            Repr::Heap(d) => d[i],
+        }
+    }
+
+    /// Number of timestamps `<= t`.
+    fn rank(&self, t: i64) -> usize {
+        match &self.repr {
+            Repr::Inline { len, ts } => ts[..*len as usize].partition_point(|&x| x <= t),
+            Repr::Heap(d) => d.partition_point(|&x| x <= t),
+        }
     }
 
     /// Inserts `t` in time order (out-of-order events land where they belong), forgets
@@ -33,31 +68,54 @@ impl TsWindow {
         if t < horizon {
             return None;
         }
-        let idx = match self.ts.back() {
-            Some(&last) if t < last => self.ts.partition_point(|&x| x <= t),
-            _ => self.ts.len(),
-        };
-        if self.ts.len() >= cap.max(1) {
-            if idx == 0 {
-                return None;
+        let cap = cap.max(1);
+        let len = self.len();
+        let idx = if len > 0 && t < self.at(len - 1) { self.rank(t) } else { len };
+        if len >= cap && idx == 0 {
+            return None;
+        }
+        match &mut self.repr {
+            Repr::Inline { len: l, ts } if (*l as usize) < INLINE && len < cap => {
+                ts.copy_within(idx..*l as usize, idx + 1);
+                ts[idx] = t;
+                *l += 1;
+                return Some(idx);
             }
-            self.ts.pop_front();
-            self.ts.insert(idx - 1, t);
+            Repr::Inline { len: l, ts } => {
+                let mut d = VecDeque::with_capacity(INLINE * 2);
+                d.extend(ts[..*l as usize].iter().copied());
+                self.repr = Repr::Heap(d);
+            }
+            Repr::Heap(_) => {}
+        }
+        let Repr::Heap(d) = &mut self.repr else { unreachable!("spilled above") };
+        if d.len() >= cap {
+            d.pop_front();
+            d.insert(idx - 1, t);
             return Some(idx - 1);
         }
-        self.ts.insert(idx, t);
+        d.insert(idx, t);
         Some(idx)
     }
 
     pub fn prune(&mut self, horizon: i64) {
-        while self.ts.front().is_some_and(|&f| f < horizon) {
-            self.ts.pop_front();
-        }
-        if self.ts.is_empty() && self.ts.capacity() > 8 {
-            // An attack is over: give its memory back. Small buffers stay, since an
-            // entity that was active is likely to be again, and freeing them on every
-            // quiet spell churns the allocator on the hot path.
-            self.ts = VecDeque::new();
+        match &mut self.repr {
+            Repr::Inline { len, ts } => {
+                let keep_from = ts[..*len as usize].partition_point(|&x| x < horizon);
+                if keep_from > 0 {
+                    ts.copy_within(keep_from..*len as usize, 0);
+                    *len -= keep_from as u8;
+                }
+            }
+            Repr::Heap(d) => {
+                while d.front().is_some_and(|&f| f < horizon) {
+                    d.pop_front();
+                }
+                if d.is_empty() {
+                    // The burst is over: back to inline, memory returned.
+                    *self = TsWindow::default();
+                }
+            }
         }
     }
 
@@ -65,31 +123,32 @@ impl TsWindow {
     /// the end time of the latest such run.
     pub fn crossing(&self, idx: usize, n: usize, w: i64) -> Option<i64> {
         let n = n.max(1);
-        let len = self.ts.len();
+        let len = self.len();
         if len < n || idx >= len {
             return None;
         }
         let hi = idx.min(len - n);
         let lo = idx.saturating_sub(n - 1);
         (lo..=hi).rev().find_map(|i| {
-            let end = self.ts[i + n - 1];
-            (end - self.ts[i] < w).then_some(end)
+            let end = self.at(i + n - 1);
+            (end - self.at(i) < w).then_some(end)
         })
     }
 
     /// Events in `(end - w, end]`.
     pub fn count_in(&self, end: i64, w: i64) -> usize {
-        let lo = self.ts.partition_point(|&x| x <= end - w);
-        let hi = self.ts.partition_point(|&x| x <= end);
-        hi - lo
+        self.rank(end) - self.rank(end - w)
     }
 
     pub fn iter(&self) -> impl DoubleEndedIterator<Item = i64> + '_ {
-        self.ts.iter().copied()
+        (0..self.len()).map(move |i| self.at(i))
     }
 
     pub fn heap_bytes(&self) -> usize {
-        self.ts.capacity() * std::mem::size_of::<i64>()
+        match &self.repr {
+            Repr::Inline { .. } => 0,
+            Repr::Heap(d) => d.capacity() * std::mem::size_of::<i64>(),
+        }
     }
 }
 
@@ -123,6 +182,37 @@ mod tests {
         assert_eq!(i, 1);
         assert_eq!(w.crossing(i, 3, 100), Some(50));
         assert_eq!(w.iter().collect::<Vec<_>>(), vec![0, 20, 50, 1000]);
+    }
+
+    #[test]
+    fn inline_and_heap_storage_agree() {
+        // The same out-of-order sequence, with caps that keep it inline or force a spill.
+        let seq = [50, 10, 30, 20, 40, 60, 5];
+        for cap in [1, 2, 3, 100] {
+            let mut w = TsWindow::default();
+            let mut model: Vec<i64> = Vec::new();
+            for &t in &seq {
+                let got = w.insert(t, 0, cap);
+                let idx = model.partition_point(|&x| x <= t);
+                let want = if model.len() >= cap {
+                    if idx == 0 {
+                        None
+                    } else {
+                        model.remove(0);
+                        model.insert(idx - 1, t);
+                        Some(idx - 1)
+                    }
+                } else {
+                    model.insert(idx, t);
+                    Some(idx)
+                };
+                assert_eq!(got, want, "cap {cap}, t {t}");
+                assert_eq!(w.iter().collect::<Vec<_>>(), model, "cap {cap}, t {t}");
+            }
+            w.prune(35);
+            model.retain(|&x| x >= 35);
+            assert_eq!(w.iter().collect::<Vec<_>>(), model);
+        }
     }
 
     #[test]
