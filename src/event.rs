@@ -9,7 +9,7 @@ use std::borrow::Cow;
 use std::fmt;
 
 use serde::Deserialize;
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 /// Earliest and latest plausible event times. Anything outside is a broken clock or a
 /// unit mistake (seconds sent as milliseconds), not an authentication that happened.
@@ -21,8 +21,9 @@ pub const MAX_TS_MS: i64 = 4_102_444_800_000; // 2100-01-01T00:00:00Z
 /// unless more than this many proxies are trusted in a row.
 pub const MAX_FORWARDED: usize = 4;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub enum EventKind {
+    #[default]
     Login,
     SessionCreate,
 }
@@ -200,7 +201,7 @@ impl<'a> Forwarded<'a> {
 }
 
 /// A fully validated event: what every detector sees.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct AuthEvent<'a> {
     pub kind: EventKind,
     /// `None` only for `session.create`, which counts as a successful sign-in.
@@ -233,21 +234,29 @@ impl AuthEvent<'_> {
 
 /// Parses one JSON object into a validated event.
 pub fn decode_native(bytes: &[u8]) -> Result<AuthEvent<'_>, InvalidEvent> {
-    let raw = parse_raw(bytes)?;
-    validate(raw)
+    let mut ev = AuthEvent::default();
+    decode_native_into(bytes, &mut ev)?;
+    Ok(ev)
 }
 
-fn parse_raw(bytes: &[u8]) -> Result<RawEvent<'_>, InvalidEvent> {
+/// Decodes into `ev` in place. An event is a few hundred bytes of mostly `Option<Cow>`,
+/// and returning it through each layer of `Result` copies it every time; the hot path
+/// decodes into one it owns instead.
+pub fn decode_native_into<'a>(bytes: &'a [u8], ev: &mut AuthEvent<'a>) -> Result<(), InvalidEvent> {
+    *ev = AuthEvent::default();
     // One UTF-8 check over the whole line (word-at-a-time for ASCII) lets serde_json skip
     // its check of every string.
     let text = std::str::from_utf8(bytes)
         .map_err(|e| InvalidEvent::new(InvalidReason::InvalidJson, format!("not UTF-8: {e}")))?;
     let mut de = serde_json::Deserializer::from_str(text);
-    let raw = match RawEvent::deserialize(&mut de).and_then(|r| de.end().map(|_| r)) {
-        Ok(r) => r,
-        Err(e) => return Err(classify_json_error(bytes, e)),
-    };
-    Ok(raw)
+    if let Err(e) = FillRaw(&mut ev.raw).deserialize(&mut de).and_then(|_| de.end()) {
+        return Err(classify_json_error(bytes, e));
+    }
+    let (kind, outcome, ts_ms) = validate(&ev.raw)?;
+    ev.kind = kind;
+    ev.outcome = outcome;
+    ev.ts_ms = ts_ms;
+    Ok(())
 }
 
 fn classify_json_error(bytes: &[u8], e: serde_json::Error) -> InvalidEvent {
@@ -266,7 +275,7 @@ fn classify_json_error(bytes: &[u8], e: serde_json::Error) -> InvalidEvent {
     InvalidEvent::new(reason, e.to_string())
 }
 
-fn validate(raw: RawEvent<'_>) -> Result<AuthEvent<'_>, InvalidEvent> {
+fn validate(raw: &RawEvent<'_>) -> Result<(EventKind, Option<Outcome>, i64), InvalidEvent> {
     let kind = match raw.kind.as_deref() {
         Some("user.login") => EventKind::Login,
         Some("session.create") => EventKind::SessionCreate,
@@ -326,12 +335,7 @@ fn validate(raw: RawEvent<'_>) -> Result<AuthEvent<'_>, InvalidEvent> {
             }
         }
     }
-    Ok(AuthEvent {
-        kind,
-        outcome,
-        ts_ms,
-        raw,
-    })
+    Ok((kind, outcome, ts_ms))
 }
 
 fn missing(field: &str) -> InvalidEvent {
@@ -469,36 +473,40 @@ pub fn format_ts(ms: i64) -> String {
 
 // ---- serde: hand-written visitors so the decoder borrows and never builds a Value ----
 
-impl<'de> Deserialize<'de> for RawEvent<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = RawEvent<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an authentication event object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut ev = RawEvent::default();
-                while let Some(key) = map.next_key::<Key<'de>>()? {
-                    match key.0.as_ref() {
-                        "type" => ev.kind = map.next_value::<Text<'de>>()?.0,
-                        "outcome" => ev.outcome = map.next_value::<Text<'de>>()?.0,
-                        "ts" => ev.ts = Some(map.next_value::<TsValue<'de>>()?),
-                        "ip" => ev.ip = map.next_value::<Text<'de>>()?.0,
-                        "forwarded_for" => ev.forwarded_for = map.next_value::<Forwarded<'de>>()?,
-                        "user" => ev.user = map.next_value::<Option<RawUser<'de>>>()?,
-                        "event_id" => ev.event_id = map.next_value::<Text<'de>>()?.0,
-                        "service" => ev.service = map.next_value::<Text<'de>>()?.0,
-                        "trace_id" => ev.trace_id = map.next_value::<Text<'de>>()?.0,
-                        _ => {
-                            map.next_value::<IgnoredAny>()?;
-                        }
-                    }
+/// Fills a `RawEvent` in place (see `decode_native_into`).
+struct FillRaw<'r, 'de>(&'r mut RawEvent<'de>);
+
+impl<'de> DeserializeSeed<'de> for FillRaw<'_, 'de> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for FillRaw<'_, 'de> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an authentication event object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let ev = self.0;
+        while let Some(key) = map.next_key::<Key<'de>>()? {
+            match key.0.as_ref() {
+                "type" => ev.kind = map.next_value::<Text<'de>>()?.0,
+                "outcome" => ev.outcome = map.next_value::<Text<'de>>()?.0,
+                "ts" => ev.ts = Some(map.next_value::<TsValue<'de>>()?),
+                "ip" => ev.ip = map.next_value::<Text<'de>>()?.0,
+                "forwarded_for" => ev.forwarded_for = map.next_value::<Forwarded<'de>>()?,
+                "user" => ev.user = map.next_value::<Option<RawUser<'de>>>()?,
+                "event_id" => ev.event_id = map.next_value::<Text<'de>>()?.0,
+                "service" => ev.service = map.next_value::<Text<'de>>()?.0,
+                "trace_id" => ev.trace_id = map.next_value::<Text<'de>>()?.0,
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
                 }
-                Ok(ev)
             }
         }
-        d.deserialize_map(V)
+        Ok(())
     }
 }
 

@@ -4,10 +4,13 @@
 //! into earlier in the window are reported ("which accounts did this IP get into?").
 //! Anchor: Datadog rates a successful login from the attacking IP critical.
 
+use std::collections::VecDeque;
+
 use compact_str::CompactString;
 
 use crate::config::AccountTakeoverConfig;
 use crate::detectors::Fire;
+use crate::hash::hash_bytes;
 use crate::signal::{Counts, Entity, EntityType, Rule};
 
 /// Recent successful sign-ins from one IP: (event time, account), oldest first. Names
@@ -19,7 +22,8 @@ pub enum Lookback {
     #[default]
     Empty,
     One(i64, CompactString),
-    Many(Vec<(i64, CompactString)>),
+    /// (time, name hash, name), oldest first: a shared IP (NAT) rotates through many.
+    Many(VecDeque<(i64, u64, CompactString)>),
 }
 
 impl Lookback {
@@ -35,33 +39,42 @@ impl Lookback {
                 *a = CompactString::from(account);
             }
             Lookback::One(ts, a) => {
-                let first = (*ts, std::mem::take(a));
-                *self = Lookback::Many(vec![first, (t, CompactString::from(account))]);
+                let first = (*ts, hash_bytes(a.as_bytes()), std::mem::take(a));
+                let mut v = VecDeque::with_capacity(4);
+                v.push_back(first);
+                v.push_back((t, hash_bytes(account.as_bytes()), CompactString::from(account)));
+                *self = Lookback::Many(v);
             }
             Lookback::Many(v) => {
-                if v.first().is_some_and(|e| e.0 < horizon) {
-                    v.retain(|e| e.0 >= horizon);
+                while v.front().is_some_and(|e| e.0 < horizon) {
+                    v.pop_front();
                 }
-                if let Some(e) = v.iter_mut().find(|e| e.1.as_str() == account) {
+                let h = hash_bytes(account.as_bytes());
+                if let Some(e) = v.iter_mut().rev().find(|e| e.1 == h && e.2.as_str() == account) {
                     e.0 = e.0.max(t);
                     return;
                 }
                 if v.len() >= cap {
-                    v.remove(0);
+                    v.pop_front();
                 }
-                v.push((t, CompactString::from(account)));
+                v.push_back((t, h, CompactString::from(account)));
             }
         }
     }
 
     /// Accounts signed into within `[from, to]`.
     pub fn within(&self, from: i64, to: i64) -> Vec<(i64, CompactString)> {
-        let all: &[(i64, CompactString)] = match self {
-            Lookback::Empty => &[],
-            Lookback::One(t, a) => return if *t >= from && *t <= to { vec![(*t, a.clone())] } else { Vec::new() },
-            Lookback::Many(v) => v,
-        };
-        all.iter().filter(|e| e.0 >= from && e.0 <= to).cloned().collect()
+        match self {
+            Lookback::Empty => Vec::new(),
+            Lookback::One(t, a) => {
+                if *t >= from && *t <= to {
+                    vec![(*t, a.clone())]
+                } else {
+                    Vec::new()
+                }
+            }
+            Lookback::Many(v) => v.iter().filter(|e| e.0 >= from && e.0 <= to).map(|e| (e.0, e.2.clone())).collect(),
+        }
     }
 
     pub fn heap_bytes(&self) -> usize {
@@ -69,7 +82,7 @@ impl Lookback {
         match self {
             Lookback::Empty => 0,
             Lookback::One(_, a) => name(a),
-            Lookback::Many(v) => v.capacity() * 32 + v.iter().map(|e| name(&e.1)).sum::<usize>(),
+            Lookback::Many(v) => v.capacity() * 40 + v.iter().map(|e| name(&e.2)).sum::<usize>(),
         }
     }
 }

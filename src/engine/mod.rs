@@ -20,7 +20,7 @@ use compact_str::CompactString;
 use crate::config::Config;
 use crate::detectors::{self, Fire, Fired, account_takeover, campaign_participant, window_cap};
 use crate::event::{
-    AuthEvent, EventKind, InvalidEvent, InvalidReason, Outcome, decode_native, format_ts,
+    AuthEvent, EventKind, InvalidEvent, InvalidReason, Outcome, decode_native_into, format_ts,
 };
 use crate::hash::hash_bytes;
 use crate::normalize::{CidrSet, IpKey, account_key, client_ip};
@@ -295,8 +295,9 @@ impl Engine {
             );
             return self.core.invalid(e);
         }
-        match decode_native(bytes) {
-            Ok(ev) => self.process_event(&ev, out),
+        let mut ev = AuthEvent::default();
+        match decode_native_into(bytes, &mut ev) {
+            Ok(()) => self.process_event(&ev, out),
             Err(e) => self.core.invalid(e),
         }
     }
