@@ -38,12 +38,13 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000);
-    // Half accounts, half IPs; enough events that nearly every one is seen, over one
-    // hour so nothing expires before we measure.
+    // IPs and accounts in proportion to real traffic: every IP is tracked, an account
+    // only once it fails, so there are more IPs than accounts among tracked keys. Over
+    // one hour so nothing expires before we measure.
     let opts = SimOptions {
-        accounts: (target / 2) as u32,
-        ips: (target / 2) as u32,
-        benign_events: Some(target * 2),
+        accounts: target as u32,
+        ips: target as u32,
+        benign_events: Some(target * 3),
         ..SimOptions::for_duration(9, 3_600_000)
     };
     let sim = generate(&opts).expect("simulate");
@@ -79,5 +80,8 @@ fn main() {
         st.bytes as f64 / 1048576.0,
         st.bytes as f64 / keys
     );
+    for (part, b) in &st.breakdown {
+        println!("    {part:<34}{:>8.1} MiB   {:>6.1} bytes per key", *b as f64 / 1048576.0, *b as f64 / keys);
+    }
     drop(engine);
 }

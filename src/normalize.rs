@@ -23,6 +23,7 @@ pub struct IpKey {
 const V4_MAPPED: u128 = 0xffff_u128 << 32;
 
 impl IpKey {
+    #[inline]
     pub fn from_addr(addr: IpAddr, v6_prefix: u8) -> IpKey {
         match addr {
             IpAddr::V4(v4) => IpKey::new(V4_MAPPED | u32::from(v4) as u128, 128),
@@ -35,6 +36,7 @@ impl IpKey {
             },
         }
     }
+    #[inline]
     fn new(bits: u128, prefix: u8) -> IpKey {
         IpKey { hi: (bits >> 64) as u64, lo: bits as u64, prefix }
     }

@@ -9,45 +9,35 @@ use crate::engine::window::TsWindow;
 use crate::normalize::IpKey;
 use crate::signal::{Counts, Entity, EntityType, Rule};
 
-#[derive(Default)]
-pub struct IpState {
-    failures: TsWindow,
-    accounts: DistinctWindow,
+/// Timestamps the IP's failure window must keep for this rule.
+pub fn window_cap_needed(cfg: &CredentialStuffingSlowConfig, factor: f64) -> usize {
+    window_cap(cfg.min_failures, factor)
 }
 
-impl IpState {
-    pub fn heap_bytes(&self) -> usize {
-        self.failures.heap_bytes() + self.accounts.heap_bytes()
-    }
+/// Distinct failing accounts this rule needs the IP's shared set to keep exactly.
+pub fn distinct_cap_needed(cfg: &CredentialStuffingSlowConfig) -> usize {
+    cfg.min_distinct_accounts as usize * 2
 }
 
-pub fn observe_failure(
+/// Uses the IP's shared failure features, kept long enough for this rule's window by
+/// the engine, so a day of failures is not stored twice. `idx` is where the new failure
+/// landed in `failures`.
+pub fn check(
     cfg: &CredentialStuffingSlowConfig,
     ctx: Ctx,
-    st: &mut IpState,
-    t: i64,
-    account: u64,
+    failures: &TsWindow,
+    failing_accounts: &mut DistinctWindow,
+    idx: usize,
     ip: &IpKey,
 ) -> Option<Fire> {
     let w = cfg.window.ms();
-    let horizon = ctx.watermark.saturating_sub(w);
     let esc = escalation_count(cfg.min_failures, ctx.factor);
-    st.accounts.insert(
-        account,
-        t,
-        horizon,
-        w,
-        (cfg.min_distinct_accounts as usize * 2).max(16),
-    );
-    let idx = st
-        .failures
-        .insert(t, horizon, window_cap(cfg.min_failures, ctx.factor))?;
-    let end = st.failures.crossing(idx, cfg.min_failures as usize, w)?;
-    let accounts = st.accounts.count(end, w);
+    let end = failures.crossing(idx, cfg.min_failures as usize, w)?;
+    let accounts = failing_accounts.count(end, w);
     if accounts < cfg.min_distinct_accounts as u64 {
         return None;
     }
-    let failures = st.failures.count_in(end, w);
+    let failures = failures.count_in(end, w);
     Some(Fire {
         rule: Rule::CredentialStuffingSlow,
         severity: severity_for(cfg.severity, failures, esc),
@@ -67,7 +57,7 @@ pub fn observe_failure(
             distinct_accounts: Some(cfg.min_distinct_accounts as u64),
             ..Default::default()
         },
-        sample_accounts: st.accounts.recent(end, w, ctx.samples),
+        sample_accounts: failing_accounts.recent(end, w, ctx.samples),
         sample_ips: Vec::new(),
         because: None,
         trace_ids: Vec::new(),

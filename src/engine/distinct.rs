@@ -57,6 +57,11 @@ impl DistinctWindow {
                     .expect("non-empty");
                 self.members.swap_remove(oldest);
             }
+            if self.members.len() == self.members.capacity() {
+                // Grow one at a time from 1: `Vec` would start at 4 (64 bytes), and most
+                // sets (an IP's failing accounts) only ever hold one or two members.
+                self.members.reserve_exact(self.members.capacity().clamp(1, 16));
+            }
             self.members.push((member, t));
         }
         if let Some(s) = self.sketch.as_mut() {
@@ -94,15 +99,18 @@ impl DistinctWindow {
 
     /// Exact count of members seen in `(end - w, end]`, unless the set overflowed, in
     /// which case the sketch estimate (never less than what the exact set still holds).
+    ///
+    /// The exact set holds the most recently seen members, so when it still holds one
+    /// seen before the window, every member it dropped was older still and the exact
+    /// count is the true one; only otherwise is the sketch needed. That lets one set
+    /// serve a short window and a long one (10 minutes and a day) without the day's
+    /// coarse sketch slices inflating the short count.
     pub fn count(&mut self, end: i64, w: i64) -> u64 {
-        let exact = self
-            .members
-            .iter()
-            .filter(|m| m.1 > end - w && m.1 <= end)
-            .count() as u64;
+        let exact = self.members.iter().filter(|m| m.1 > end - w && m.1 <= end).count() as u64;
+        let complete = self.members.iter().any(|m| m.1 <= end - w);
         match self.sketch.as_mut() {
-            None => exact,
-            Some(s) => s.count(end, w).max(exact),
+            Some(s) if !complete => s.count(end, w).max(exact),
+            _ => exact,
         }
     }
 

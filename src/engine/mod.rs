@@ -80,6 +80,8 @@ pub struct StateSize {
     pub expired: u64,
     /// Estimated bytes held by tables, keys and per-entity state.
     pub bytes: usize,
+    /// The same, by part.
+    pub breakdown: Vec<(&'static str, usize)>,
 }
 
 /// Derived from config once: windows, caps, lifetimes.
@@ -96,8 +98,9 @@ struct Plan {
     acct_cap: usize,
     acct_ips_cap: usize,
     acct_ttl_failure: i64,
-    /// IP failure window (credential stuffing, campaigns).
-    ip_w: i64,
+    /// How long an IP's failure timestamps are kept: the IP failure window, or the slow
+    /// rule's window when that is on (the two rules share the timestamps).
+    ip_fail_w: i64,
     ip_cap: usize,
     ip_accounts_cap: usize,
     ip_vel_cap: usize,
@@ -173,15 +176,15 @@ impl Plan {
                 .max(window_cap(r.distributed_bruteforce.min_failures, f)),
             acct_ips_cap: (r.distributed_bruteforce.min_distinct_ips as usize * 2).max(16),
             acct_ttl_failure: acct_w.max(ato_w).max(acct_cool),
-            ip_w,
-            ip_cap: window_cap(r.credential_stuffing.min_failures, f),
-            ip_accounts_cap: (r
-                .credential_stuffing
-                .min_distinct_accounts
-                .max(r.campaign_participant.min_distinct_accounts)
-                as usize
-                * 2)
-            .max(16),
+            ip_fail_w: ip_w.max(slow_w),
+            ip_cap: window_cap(r.credential_stuffing.min_failures, f).max(if r.credential_stuffing_slow.enabled {
+                detectors::credential_stuffing_slow::window_cap_needed(&r.credential_stuffing_slow, f)
+            } else {
+                0
+            }),
+            ip_accounts_cap: (r.credential_stuffing.min_distinct_accounts as usize * 2)
+                .max(detectors::credential_stuffing_slow::distinct_cap_needed(&r.credential_stuffing_slow))
+                .max(16),
             ip_vel_cap: window_cap(r.ip_velocity.min_attempts, f),
             ip_ttl_failure: ip_w
                 .max(r.user_enumeration.window.ms())
@@ -501,11 +504,15 @@ impl Core {
                 let key = slot.key;
                 let state = &mut slot.state;
                 let hot = state.hot.get_or_insert_with(Default::default);
-                let horizon = wm.saturating_sub(p.ip_w);
-                hot.failing_accounts
-                    .insert(acct_hash, t, horizon, p.ip_w, p.ip_accounts_cap);
+                hot.failing_accounts.insert(
+                    acct_hash,
+                    t,
+                    wm.saturating_sub(p.ip_fail_w),
+                    p.ip_fail_w,
+                    p.ip_accounts_cap,
+                );
                 hot.traces.push(trace);
-                if let Some(idx) = hot.failures.insert(t, horizon, p.ip_cap) {
+                if let Some(idx) = hot.failures.insert(t, wm.saturating_sub(p.ip_fail_w), p.ip_cap) {
                     if rules.credential_stuffing.enabled {
                         fired.extend(detectors::credential_stuffing::check(
                             &rules.credential_stuffing,
@@ -517,23 +524,23 @@ impl Core {
                             p.samples,
                         ));
                     }
-                }
-                if rules.credential_stuffing_slow.enabled {
-                    fired.extend(detectors::credential_stuffing_slow::observe_failure(
-                        &rules.credential_stuffing_slow,
-                        ctx,
-                        &mut hot.slow,
-                        t,
-                        acct_hash,
-                        &key,
-                    ));
+                    if rules.credential_stuffing_slow.enabled {
+                        fired.extend(detectors::credential_stuffing_slow::check(
+                            &rules.credential_stuffing_slow,
+                            ctx,
+                            &hot.failures,
+                            &mut hot.failing_accounts,
+                            idx,
+                            &key,
+                        ));
+                    }
                 }
                 if rules.user_enumeration.enabled && ev.user_exists() == Some(false) {
                     fired.extend(
                         detectors::user_enumeration::observe_unknown_account_failure(
                             &rules.user_enumeration,
                             ctx,
-                            &mut hot.enumeration,
+                            hot.enumeration.get_or_insert_with(Default::default),
                             t,
                             acct_hash,
                             &key,
@@ -638,12 +645,7 @@ impl Core {
         // ---- account takeover: someone got in where an attack is under way
         if !failure && rules.account_takeover.enabled {
             let ip_flag = ip_id.and_then(|id| {
-                self.ips
-                    .slot(id)
-                    .state
-                    .fired
-                    .as_ref()
-                    .and_then(|f| f.flagged_at(t))
+                self.ips.slot(id).state.fired().and_then(|f| f.flagged_at(t))
             });
             let acct_flag = self.flagged_accounts.get(&acct_hash).filter(|f| t <= f.0).map(|f| f.1);
             let ip_attacked = acct_flag.is_some()
@@ -757,7 +759,7 @@ impl Core {
         let ato_w = rules.account_takeover.window.ms();
         let slot = self.ips.slot_mut(ip_id);
         let flags = plan.ato_ip[fire.rule.index()];
-        let fired = slot.state.fired.get_or_insert_with(Default::default);
+        let fired = slot.state.fired_mut();
         if !fired.cooldowns[fire.rule.index()].allow(fire.ts, fire.severity, cooldown) {
             return;
         }
@@ -766,7 +768,7 @@ impl Core {
             fired.flag(fire.rule, fire.ts + ato_w);
         }
         if let Some(hot) = slot.state.hot.as_ref() {
-            fire.trace_ids = hot.traces.recent().map(str::to_string).collect();
+            fire.trace_ids = hot.traces.recent().collect();
         }
         let (rule, ts) = (fire.rule, fire.ts);
         self.fires.push(fire);
@@ -860,21 +862,22 @@ impl Core {
                 0
             }
         };
-        let bytes = self.ips.table_bytes()
-            + self.accounts.table_bytes()
-            + self.services.table_bytes()
-            + self.dedup.heap_bytes()
-            + self.ips.iter().map(|s| s.state.heap_bytes()).sum::<usize>()
-            + self
-                .accounts
-                .iter()
-                .map(|s| s.state.heap_bytes() + key_heap(&s.key))
-                .sum::<usize>()
-            + self
-                .services
-                .iter()
-                .map(|s| s.state.dcs.heap_bytes() + key_heap(&s.key))
-                .sum::<usize>();
+        let ip_tables = self.ips.table_bytes();
+        let ip_heap = self.ips.iter().map(|s| s.state.heap_bytes()).sum::<usize>();
+        let account_tables = self.accounts.table_bytes();
+        let account_heap = self.accounts.iter().map(|s| s.state.heap_bytes() + key_heap(&s.key)).sum::<usize>();
+        let service_bytes = self.services.table_bytes()
+            + self.services.iter().map(|s| s.state.dcs.heap_bytes() + key_heap(&s.key)).sum::<usize>();
+        let dedup_bytes = self.dedup.heap_bytes();
+        let breakdown = vec![
+            ("ip slots and index", ip_tables),
+            ("ip windows and failure state", ip_heap),
+            ("account slots and index", account_tables),
+            ("account failure state and names", account_heap),
+            ("service state", service_bytes),
+            ("dedup ids", dedup_bytes),
+        ];
+        let bytes = breakdown.iter().map(|b| b.1).sum();
         StateSize {
             ips: self.ips.len(),
             accounts: self.accounts.len(),
@@ -883,6 +886,7 @@ impl Core {
             evicted: self.ips.evicted + self.accounts.evicted + self.services.evicted,
             expired: self.ips.expired + self.accounts.expired + self.services.expired,
             bytes,
+            breakdown,
         }
     }
 }
@@ -906,7 +910,7 @@ fn settle_account(
         flagged.insert(slot.hash, (fired.flagged_until, fired.flag_rule.unwrap_or(fire.rule)));
     }
     if let Some(hot) = slot.state.hot.as_ref() {
-        fire.trace_ids = hot.traces.recent().map(str::to_string).collect();
+        fire.trace_ids = hot.traces.recent().collect();
     }
     fires.push(fire);
 }

@@ -3,42 +3,72 @@
 //! and they must stay cheap (the budget is 256 bytes per tracked key at a million keys).
 
 use crate::detectors::{
-    Fired, account_takeover, campaign_participant, credential_stuffing_slow,
+    Fired, account_takeover, campaign_participant,
     distributed_credential_stuffing, user_enumeration,
 };
 use crate::engine::distinct::DistinctWindow;
 use crate::engine::window::TsWindow;
 
-/// Up to three recent trace ids, stored inline (W3C trace ids are 32 hex characters).
+/// The two most recent trace ids, 16 bytes each: W3C ids (32 hex digits) and AWS X-Ray
+/// ids (`1-5759e988-bd862e3fe1be46a994272793`, what Lambda emits) are 128 bits of hex and
+/// are stored as such; other shapes are not kept. Every failing account and IP carries
+/// this, so the text form (up to 35 bytes each) would cost more than the rest of it.
 #[derive(Clone, Debug, Default)]
 pub struct Traces {
-    ring: [TraceId; 3],
+    ids: [[u8; 16]; 2],
+    /// 0: empty, 1: W3C, 2: X-Ray.
+    kinds: [u8; 2],
     next: u8,
 }
 
-#[derive(Clone, Copy, Debug, Default)]
-struct TraceId {
-    len: u8,
-    bytes: [u8; 32],
+fn unhex(s: &[u8], out: &mut [u8]) -> bool {
+    if s.len() != out.len() * 2 {
+        return false;
+    }
+    let d = |c: u8| -> Option<u8> {
+        match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            _ => None,
+        }
+    };
+    for (i, o) in out.iter_mut().enumerate() {
+        match (d(s[2 * i]), d(s[2 * i + 1])) {
+            (Some(h), Some(l)) => *o = (h << 4) | l,
+            _ => return false,
+        }
+    }
+    true
 }
 
 impl Traces {
     pub fn push(&mut self, id: Option<&str>) {
         let Some(id) = id else { return };
-        if id.is_empty() || id.len() > 32 {
+        let b = id.as_bytes();
+        let slot = self.next as usize % 2;
+        let mut buf = [0u8; 16];
+        let kind = if unhex(b, &mut buf) {
+            1
+        } else if b.len() == 35 && b[0] == b'1' && b[1] == b'-' && b[10] == b'-' && unhex(&b[2..10], &mut buf[..4]) && unhex(&b[11..], &mut buf[4..]) {
+            2
+        } else {
             return;
-        }
-        let slot = &mut self.ring[self.next as usize % 3];
-        slot.len = id.len() as u8;
-        slot.bytes[..id.len()].copy_from_slice(id.as_bytes());
+        };
+        self.ids[slot] = buf;
+        self.kinds[slot] = kind;
         self.next = self.next.wrapping_add(1);
     }
 
-    /// Most recent first.
-    pub fn recent(&self) -> impl Iterator<Item = &str> {
-        (1..=3).filter_map(move |back| {
-            let t = &self.ring[(self.next as usize + 3 - back) % 3];
-            (t.len > 0).then(|| std::str::from_utf8(&t.bytes[..t.len as usize]).unwrap_or(""))
+    /// Most recent first, in their original text form.
+    pub fn recent(&self) -> impl Iterator<Item = String> + '_ {
+        (1..=2).filter_map(move |back| {
+            let i = (self.next as usize + 2 - back) % 2;
+            let hex: String = self.ids[i].iter().map(|b| format!("{b:02x}")).collect();
+            match self.kinds[i] {
+                1 => Some(hex),
+                2 => Some(format!("1-{}-{}", &hex[..8], &hex[8..])),
+                _ => None,
+            }
         })
     }
 }
@@ -52,20 +82,23 @@ const SL: i64 = SLICES as i64;
 /// condition, so 1/8-window resolution is enough.
 #[derive(Clone, Debug, Default)]
 pub struct SliceCounter {
-    head: i64,
+    /// Newest slice index (event time / slice length; fits u32 for slices of a second
+    /// or more until 2106).
+    head: u32,
     counts: [u16; SLICES],
 }
 
 impl SliceCounter {
     pub fn add(&mut self, ts: i64, slice_ms: i64) {
-        let s = ts.div_euclid(slice_ms);
-        if s > self.head {
-            let gap = (s - self.head).min(SL);
+        let s = ts.div_euclid(slice_ms).clamp(0, u32::MAX as i64);
+        let head = self.head as i64;
+        if s > head {
+            let gap = (s - head).min(SL);
             for k in 0..gap {
                 self.counts[((s - k).rem_euclid(SL)) as usize] = 0;
             }
-            self.head = s;
-        } else if s <= self.head - SL {
+            self.head = s as u32;
+        } else if s <= head - SL {
             return;
         }
         let c = &mut self.counts[s.rem_euclid(SL) as usize];
@@ -74,8 +107,9 @@ impl SliceCounter {
 
     /// Sum over the slices overlapping `(end - SLICES slices, end]`.
     pub fn count(&self, end: i64, slice_ms: i64) -> u64 {
-        let e = end.div_euclid(slice_ms).min(self.head);
-        let lo = (end.div_euclid(slice_ms) - (SL - 1)).max(self.head - (SL - 1));
+        let head = self.head as i64;
+        let e = end.div_euclid(slice_ms).min(head);
+        let lo = (end.div_euclid(slice_ms) - (SL - 1)).max(head - (SL - 1));
         (lo..=e)
             .map(|s| self.counts[s.rem_euclid(SL) as usize] as u64)
             .sum()
@@ -91,7 +125,6 @@ pub struct IpState {
     /// Successful logins, for failure ratios.
     pub login_successes: SliceCounter,
     pub hot: Option<Box<IpHot>>,
-    pub fired: Option<Box<Fired>>,
 }
 
 /// Created on an IP's first failure.
@@ -99,9 +132,11 @@ pub struct IpState {
 pub struct IpHot {
     pub failures: TsWindow,
     pub failing_accounts: DistinctWindow,
-    pub enumeration: user_enumeration::IpState,
-    pub slow: credential_stuffing_slow::IpState,
+    /// Only IPs failing on accounts that do not exist need this.
+    pub enumeration: Option<Box<user_enumeration::IpState>>,
     pub traces: Traces,
+    /// Cooldowns and the flag, once a rule fired on this IP.
+    pub fired: Option<Box<Fired>>,
 }
 
 #[derive(Default)]
@@ -127,8 +162,11 @@ pub struct ServiceState {
 }
 
 impl IpState {
+    pub fn fired(&self) -> Option<&Fired> {
+        self.hot.as_ref().and_then(|h| h.fired.as_deref())
+    }
     pub fn fired_mut(&mut self) -> &mut Fired {
-        self.fired.get_or_insert_with(Default::default)
+        self.hot.get_or_insert_with(Default::default).fired.get_or_insert_with(Default::default)
     }
     pub fn heap_bytes(&self) -> usize {
         self.attempts.heap_bytes()
@@ -137,13 +175,9 @@ impl IpState {
                 std::mem::size_of::<IpHot>()
                     + h.failures.heap_bytes()
                     + h.failing_accounts.heap_bytes()
-                    + h.enumeration.heap_bytes()
-                    + h.slow.heap_bytes()
+                    + h.fired.as_ref().map_or(0, |_| std::mem::size_of::<Fired>())
+                    + h.enumeration.as_ref().map_or(0, |e| std::mem::size_of::<user_enumeration::IpState>() + e.heap_bytes())
             })
-            + self
-                .fired
-                .as_ref()
-                .map_or(0, |_| std::mem::size_of::<Fired>())
     }
 }
 
@@ -182,11 +216,13 @@ mod tests {
     }
 
     #[test]
-    fn traces_keep_the_three_most_recent() {
+    fn traces_keep_the_two_most_recent_w3c_and_xray_ids_verbatim() {
         let mut t = Traces::default();
-        for id in ["a", "b", "c", "d"] {
+        let w3c = "4bf92f3577b34da6a3ce929d0e0e4736";
+        let xray = "1-5759e988-bd862e3fe1be46a994272793";
+        for id in ["00000000000000000000000000000001", w3c, "not-a-trace-id", xray] {
             t.push(Some(id));
         }
-        assert_eq!(t.recent().collect::<Vec<_>>(), vec!["d", "c", "b"]);
+        assert_eq!(t.recent().collect::<Vec<_>>(), vec![xray.to_string(), w3c.to_string()]);
     }
 }
