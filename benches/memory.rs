@@ -81,7 +81,11 @@ fn main() {
         st.bytes as f64 / keys
     );
     for (part, b) in &st.breakdown {
-        println!("    {part:<34}{:>8.1} MiB   {:>6.1} bytes per key", *b as f64 / 1048576.0, *b as f64 / keys);
+        println!(
+            "    {part:<34}{:>8.1} MiB   {:>6.1} bytes per key",
+            *b as f64 / 1048576.0,
+            *b as f64 / keys
+        );
     }
     drop(engine);
 }

@@ -249,7 +249,10 @@ pub fn decode_native_into<'a>(bytes: &'a [u8], ev: &mut AuthEvent<'a>) -> Result
     let text = std::str::from_utf8(bytes)
         .map_err(|e| InvalidEvent::new(InvalidReason::InvalidJson, format!("not UTF-8: {e}")))?;
     let mut de = serde_json::Deserializer::from_str(text);
-    if let Err(e) = FillRaw(&mut ev.raw).deserialize(&mut de).and_then(|_| de.end()) {
+    if let Err(e) = FillRaw(&mut ev.raw)
+        .deserialize(&mut de)
+        .and_then(|_| de.end())
+    {
         return Err(classify_json_error(bytes, e));
     }
     let (kind, outcome, ts_ms) = validate(&ev.raw)?;

@@ -38,7 +38,11 @@ impl IpKey {
     }
     #[inline]
     fn new(bits: u128, prefix: u8) -> IpKey {
-        IpKey { hi: (bits >> 64) as u64, lo: bits as u64, prefix }
+        IpKey {
+            hi: (bits >> 64) as u64,
+            lo: bits as u64,
+            prefix,
+        }
     }
     pub fn bits(&self) -> u128 {
         ((self.hi as u128) << 64) | self.lo as u128

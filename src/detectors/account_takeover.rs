@@ -42,7 +42,11 @@ impl Lookback {
                 let first = (*ts, hash_bytes(a.as_bytes()), std::mem::take(a));
                 let mut v = VecDeque::with_capacity(4);
                 v.push_back(first);
-                v.push_back((t, hash_bytes(account.as_bytes()), CompactString::from(account)));
+                v.push_back((
+                    t,
+                    hash_bytes(account.as_bytes()),
+                    CompactString::from(account),
+                ));
                 *self = Lookback::Many(v);
             }
             Lookback::Many(v) => {
@@ -50,7 +54,11 @@ impl Lookback {
                     v.pop_front();
                 }
                 let h = hash_bytes(account.as_bytes());
-                if let Some(e) = v.iter_mut().rev().find(|e| e.1 == h && e.2.as_str() == account) {
+                if let Some(e) = v
+                    .iter_mut()
+                    .rev()
+                    .find(|e| e.1 == h && e.2.as_str() == account)
+                {
                     e.0 = e.0.max(t);
                     return;
                 }
@@ -73,12 +81,22 @@ impl Lookback {
                     Vec::new()
                 }
             }
-            Lookback::Many(v) => v.iter().filter(|e| e.0 >= from && e.0 <= to).map(|e| (e.0, e.2.clone())).collect(),
+            Lookback::Many(v) => v
+                .iter()
+                .filter(|e| e.0 >= from && e.0 <= to)
+                .map(|e| (e.0, e.2.clone()))
+                .collect(),
         }
     }
 
     pub fn heap_bytes(&self) -> usize {
-        let name = |a: &CompactString| if a.is_heap_allocated() { a.capacity() } else { 0 };
+        let name = |a: &CompactString| {
+            if a.is_heap_allocated() {
+                a.capacity()
+            } else {
+                0
+            }
+        };
         match self {
             Lookback::Empty => 0,
             Lookback::One(_, a) => name(a),

@@ -177,9 +177,18 @@ impl ServiceState {
         if r < required {
             return NONE;
         }
-        // Distinct counts merge sketches: once per slice, or when failures grew 5 %.
+        // Distinct counts merge per-slice sets. Once a campaign is declared, once per
+        // slice is enough (it extends the campaign and may escalate); before that, also
+        // when failures grew 5 %, so a campaign is seen as soon as it crosses the line.
+        let step = if self.campaign_active(t) {
+            u64::MAX
+        } else {
+            (self.last_eval_failures / 20)
+                .max(cfg.min_failures as u64 / 20)
+                .max(1)
+        };
         if cur_slice == self.last_eval_slice
-            && failures < self.last_eval_failures + (cfg.min_failures as u64 / 20).max(1)
+            && failures < self.last_eval_failures.saturating_add(step)
         {
             return NONE;
         }
@@ -189,6 +198,7 @@ impl ServiceState {
             self.slices
                 .iter()
                 .rev()
+                .skip_while(move |s| s.start > end)
                 .take_while(move |s| s.start > end - w)
         };
         let ips = union_count(in_window().filter_map(|s| s.ips.as_deref()));
@@ -202,6 +212,7 @@ impl ServiceState {
             .slices
             .iter_mut()
             .rev()
+            .skip_while(|s| s.start > end)
             .take_while(|s| s.start > end - w)
         {
             s.attack = true;

@@ -10,7 +10,7 @@
 
 use std::collections::VecDeque;
 
-use hyperloglogplus::{HyperLogLog, HyperLogLogPlus};
+use hyperloglogplus::{HyperLogLog, HyperLogLogPF, HyperLogLogPlus};
 
 use crate::hash::FixedState;
 
@@ -25,6 +25,15 @@ pub type Hll = HyperLogLogPlus<u64, FixedState>;
 
 pub fn new_hll() -> Hll {
     HyperLogLogPlus::new(HLL_PRECISION, FixedState).expect("precision in range")
+}
+
+/// Dense registers only, for service-wide slices that overflowed: every failure of a
+/// campaign lands in one, and HLL++'s sparse mode re-encodes itself every few dozen
+/// inserts, which costs more than the rest of the engine at campaign volumes.
+pub type DenseHll = HyperLogLogPF<u64, FixedState>;
+
+pub fn new_dense_hll() -> DenseHll {
+    HyperLogLogPF::new(HLL_PRECISION, FixedState).expect("precision in range")
 }
 
 #[derive(Clone, Debug, Default)]
@@ -60,7 +69,8 @@ impl DistinctWindow {
             if self.members.len() == self.members.capacity() {
                 // Grow one at a time from 1: `Vec` would start at 4 (64 bytes), and most
                 // sets (an IP's failing accounts) only ever hold one or two members.
-                self.members.reserve_exact(self.members.capacity().clamp(1, 16));
+                self.members
+                    .reserve_exact(self.members.capacity().clamp(1, 16));
             }
             self.members.push((member, t));
         }
@@ -106,7 +116,11 @@ impl DistinctWindow {
     /// serve a short window and a long one (10 minutes and a day) without the day's
     /// coarse sketch slices inflating the short count.
     pub fn count(&mut self, end: i64, w: i64) -> u64 {
-        let exact = self.members.iter().filter(|m| m.1 > end - w && m.1 <= end).count() as u64;
+        let exact = self
+            .members
+            .iter()
+            .filter(|m| m.1 > end - w && m.1 <= end)
+            .count() as u64;
         let complete = self.members.iter().any(|m| m.1 <= end - w);
         match self.sketch.as_mut() {
             Some(s) if !complete => s.count(end, w).max(exact),
@@ -218,13 +232,11 @@ mod tests {
 }
 
 /// A mergeable distinct set for one time slice: exact (the members themselves) up to
-/// `SLICE_EXACT_MAX`, then a HyperLogLog++ sketch. Exact first because the sketch's sparse
-/// mode re-encodes itself every few dozen inserts, which costs more than the rest of the
-/// engine when every failure goes through it.
+/// `SLICE_EXACT_MAX`, then dense HyperLogLog registers.
 #[derive(Clone, Debug)]
 pub enum SliceSet {
     Exact(hashbrown::HashTable<u64>),
-    Sketch(Box<Hll>),
+    Sketch(Box<DenseHll>),
 }
 
 pub const SLICE_EXACT_MAX: usize = 512;
@@ -247,7 +259,7 @@ impl SliceSet {
                     t.insert_unique(member, member, |&m| m);
                     return;
                 }
-                let mut h = new_hll();
+                let mut h = new_dense_hll();
                 for &m in t.iter() {
                     h.insert(&m);
                 }
@@ -279,7 +291,7 @@ pub fn union_count<'a>(sets: impl Iterator<Item = &'a SliceSet> + Clone) -> u64 
             }
         })
         .sum();
-    if exact_total <= 8 * SLICE_EXACT_MAX {
+    if exact_total <= 2 * SLICE_EXACT_MAX {
         let mut all = hashbrown::HashTable::<u64>::with_capacity(exact_total);
         for s in sets {
             if let SliceSet::Exact(t) = s {
@@ -292,7 +304,7 @@ pub fn union_count<'a>(sets: impl Iterator<Item = &'a SliceSet> + Clone) -> u64 
         }
         return all.len() as u64;
     }
-    let mut merged = new_hll();
+    let mut merged = new_dense_hll();
     for s in sets {
         match s {
             SliceSet::Exact(t) => {

@@ -177,13 +177,20 @@ impl Plan {
             acct_ips_cap: (r.distributed_bruteforce.min_distinct_ips as usize * 2).max(16),
             acct_ttl_failure: acct_w.max(ato_w).max(acct_cool),
             ip_fail_w: ip_w.max(slow_w),
-            ip_cap: window_cap(r.credential_stuffing.min_failures, f).max(if r.credential_stuffing_slow.enabled {
-                detectors::credential_stuffing_slow::window_cap_needed(&r.credential_stuffing_slow, f)
-            } else {
-                0
-            }),
+            ip_cap: window_cap(r.credential_stuffing.min_failures, f).max(
+                if r.credential_stuffing_slow.enabled {
+                    detectors::credential_stuffing_slow::window_cap_needed(
+                        &r.credential_stuffing_slow,
+                        f,
+                    )
+                } else {
+                    0
+                },
+            ),
             ip_accounts_cap: (r.credential_stuffing.min_distinct_accounts as usize * 2)
-                .max(detectors::credential_stuffing_slow::distinct_cap_needed(&r.credential_stuffing_slow))
+                .max(detectors::credential_stuffing_slow::distinct_cap_needed(
+                    &r.credential_stuffing_slow,
+                ))
                 .max(16),
             ip_vel_cap: window_cap(r.ip_velocity.min_attempts, f),
             ip_ttl_failure: ip_w
@@ -417,7 +424,12 @@ impl Core {
         if failure {
             let acct_id = self
                 .accounts
-                .touch(acct_hash, |k| k.as_str() == account, || CompactString::from(account), t + p.acct_ttl_failure)
+                .touch(
+                    acct_hash,
+                    |k| k.as_str() == account,
+                    || CompactString::from(account),
+                    t + p.acct_ttl_failure,
+                )
                 .id;
             let slot = self.accounts.slot_mut(acct_id);
             let hot = slot.state.hot.get_or_insert_with(Default::default);
@@ -459,7 +471,14 @@ impl Core {
                     };
                     let flag = p.ato_account[fire.rule.index()]
                         .then_some(rules.account_takeover.window.ms());
-                    settle_account(slot, fire, cooldown.ms(), flag, &mut self.fires, &mut self.flagged_accounts);
+                    settle_account(
+                        slot,
+                        fire,
+                        cooldown.ms(),
+                        flag,
+                        &mut self.fires,
+                        &mut self.flagged_accounts,
+                    );
                 }
             }
         }
@@ -512,7 +531,10 @@ impl Core {
                     p.ip_accounts_cap,
                 );
                 hot.traces.push(trace);
-                if let Some(idx) = hot.failures.insert(t, wm.saturating_sub(p.ip_fail_w), p.ip_cap) {
+                if let Some(idx) = hot
+                    .failures
+                    .insert(t, wm.saturating_sub(p.ip_fail_w), p.ip_cap)
+                {
                     if rules.credential_stuffing.enabled {
                         fired.extend(detectors::credential_stuffing::check(
                             &rules.credential_stuffing,
@@ -645,9 +667,17 @@ impl Core {
         // ---- account takeover: someone got in where an attack is under way
         if !failure && rules.account_takeover.enabled {
             let ip_flag = ip_id.and_then(|id| {
-                self.ips.slot(id).state.fired().and_then(|f| f.flagged_at(t))
+                self.ips
+                    .slot(id)
+                    .state
+                    .fired()
+                    .and_then(|f| f.flagged_at(t))
             });
-            let acct_flag = self.flagged_accounts.get(&acct_hash).filter(|f| t <= f.0).map(|f| f.1);
+            let acct_flag = self
+                .flagged_accounts
+                .get(&acct_hash)
+                .filter(|f| t <= f.0)
+                .map(|f| f.1);
             let ip_attacked = acct_flag.is_some()
                 && self
                     .accounts
@@ -680,10 +710,22 @@ impl Core {
                 // Cooldowns live with the account, so it gets state now if it had none.
                 let acct_id = self
                     .accounts
-                    .touch(acct_hash, |k| k.as_str() == account, || CompactString::from(account), t + p.acct_ttl_failure)
+                    .touch(
+                        acct_hash,
+                        |k| k.as_str() == account,
+                        || CompactString::from(account),
+                        t + p.acct_ttl_failure,
+                    )
                     .id;
                 let slot = self.accounts.slot_mut(acct_id);
-                settle_account(slot, fire, cooldown, None, &mut self.fires, &mut self.flagged_accounts);
+                settle_account(
+                    slot,
+                    fire,
+                    cooldown,
+                    None,
+                    &mut self.fires,
+                    &mut self.flagged_accounts,
+                );
             }
         }
 
@@ -784,7 +826,10 @@ impl Core {
         let slot = self.ips.slot(ip_id);
         let ip_text = slot.key.to_string();
         let ip_hash = slot.hash;
-        let hits = slot.state.successes.within(flag_ts - cfg.window.ms(), flag_ts);
+        let hits = slot
+            .state
+            .successes
+            .within(flag_ts - cfg.window.ms(), flag_ts);
         let cooldown = cfg.cooldown.unwrap_or(cfg.window).ms();
         for (ts, account) in hits {
             let acct_hash = hash_bytes(account.as_bytes());
@@ -797,13 +842,26 @@ impl Core {
                 ip_hash,
                 account_takeover::Cause::AttackerIp { rule, ip: &ip_text },
             );
-            fire.summary.push_str(" (found looking back when the IP was flagged)");
+            fire.summary
+                .push_str(" (found looking back when the IP was flagged)");
             let acct_id = self
                 .accounts
-                .touch(acct_hash, |k| k.as_str() == account.as_str(), || account.clone(), ts + acct_ttl)
+                .touch(
+                    acct_hash,
+                    |k| k.as_str() == account.as_str(),
+                    || account.clone(),
+                    ts + acct_ttl,
+                )
                 .id;
             let acct_slot = self.accounts.slot_mut(acct_id);
-            settle_account(acct_slot, fire, cooldown, None, &mut self.fires, &mut self.flagged_accounts);
+            settle_account(
+                acct_slot,
+                fire,
+                cooldown,
+                None,
+                &mut self.fires,
+                &mut self.flagged_accounts,
+            );
         }
     }
 
@@ -865,9 +923,17 @@ impl Core {
         let ip_tables = self.ips.table_bytes();
         let ip_heap = self.ips.iter().map(|s| s.state.heap_bytes()).sum::<usize>();
         let account_tables = self.accounts.table_bytes();
-        let account_heap = self.accounts.iter().map(|s| s.state.heap_bytes() + key_heap(&s.key)).sum::<usize>();
+        let account_heap = self
+            .accounts
+            .iter()
+            .map(|s| s.state.heap_bytes() + key_heap(&s.key))
+            .sum::<usize>();
         let service_bytes = self.services.table_bytes()
-            + self.services.iter().map(|s| s.state.dcs.heap_bytes() + key_heap(&s.key)).sum::<usize>();
+            + self
+                .services
+                .iter()
+                .map(|s| s.state.dcs.heap_bytes() + key_heap(&s.key))
+                .sum::<usize>();
         let dedup_bytes = self.dedup.heap_bytes();
         let breakdown = vec![
             ("ip slots and index", ip_tables),
@@ -907,7 +973,10 @@ fn settle_account(
     if let Some(ms) = flag_ms {
         fired.flag(fire.rule, fire.ts + ms);
         // The hot-path check: "is this account under attack?" without its state.
-        flagged.insert(slot.hash, (fired.flagged_until, fired.flag_rule.unwrap_or(fire.rule)));
+        flagged.insert(
+            slot.hash,
+            (fired.flagged_until, fired.flag_rule.unwrap_or(fire.rule)),
+        );
     }
     if let Some(hot) = slot.state.hot.as_ref() {
         fire.trace_ids = hot.traces.recent().collect();
@@ -920,9 +989,21 @@ mod size_report {
     #[test]
     fn print_sizes() {
         use super::*;
-        eprintln!("ip slot {}", std::mem::size_of::<Option<table::Slot<IpKey, IpState>>>());
-        eprintln!("acct slot {}", std::mem::size_of::<Option<table::Slot<CompactString, AccountState>>>());
-        eprintln!("IpState {} IpHot {} AccountHot {} Fired {}", std::mem::size_of::<IpState>(), std::mem::size_of::<state::IpHot>(), std::mem::size_of::<state::AccountHot>(), std::mem::size_of::<Fired>());
+        eprintln!(
+            "ip slot {}",
+            std::mem::size_of::<Option<table::Slot<IpKey, IpState>>>()
+        );
+        eprintln!(
+            "acct slot {}",
+            std::mem::size_of::<Option<table::Slot<CompactString, AccountState>>>()
+        );
+        eprintln!(
+            "IpState {} IpHot {} AccountHot {} Fired {}",
+            std::mem::size_of::<IpState>(),
+            std::mem::size_of::<state::IpHot>(),
+            std::mem::size_of::<state::AccountHot>(),
+            std::mem::size_of::<Fired>()
+        );
         eprintln!("AuthEvent {}", std::mem::size_of::<AuthEvent>());
     }
 }

@@ -3,8 +3,8 @@
 //! and they must stay cheap (the budget is 256 bytes per tracked key at a million keys).
 
 use crate::detectors::{
-    Fired, account_takeover, campaign_participant,
-    distributed_credential_stuffing, user_enumeration,
+    Fired, account_takeover, campaign_participant, distributed_credential_stuffing,
+    user_enumeration,
 };
 use crate::engine::distinct::DistinctWindow;
 use crate::engine::window::TsWindow;
@@ -49,7 +49,13 @@ impl Traces {
         let mut buf = [0u8; 16];
         let kind = if unhex(b, &mut buf) {
             1
-        } else if b.len() == 35 && b[0] == b'1' && b[1] == b'-' && b[10] == b'-' && unhex(&b[2..10], &mut buf[..4]) && unhex(&b[11..], &mut buf[4..]) {
+        } else if b.len() == 35
+            && b[0] == b'1'
+            && b[1] == b'-'
+            && b[10] == b'-'
+            && unhex(&b[2..10], &mut buf[..4])
+            && unhex(&b[11..], &mut buf[4..])
+        {
             2
         } else {
             return;
@@ -166,7 +172,10 @@ impl IpState {
         self.hot.as_ref().and_then(|h| h.fired.as_deref())
     }
     pub fn fired_mut(&mut self) -> &mut Fired {
-        self.hot.get_or_insert_with(Default::default).fired.get_or_insert_with(Default::default)
+        self.hot
+            .get_or_insert_with(Default::default)
+            .fired
+            .get_or_insert_with(Default::default)
     }
     pub fn heap_bytes(&self) -> usize {
         self.attempts.heap_bytes()
@@ -176,7 +185,9 @@ impl IpState {
                     + h.failures.heap_bytes()
                     + h.failing_accounts.heap_bytes()
                     + h.fired.as_ref().map_or(0, |_| std::mem::size_of::<Fired>())
-                    + h.enumeration.as_ref().map_or(0, |e| std::mem::size_of::<user_enumeration::IpState>() + e.heap_bytes())
+                    + h.enumeration.as_ref().map_or(0, |e| {
+                        std::mem::size_of::<user_enumeration::IpState>() + e.heap_bytes()
+                    })
             })
     }
 }
@@ -220,9 +231,17 @@ mod tests {
         let mut t = Traces::default();
         let w3c = "4bf92f3577b34da6a3ce929d0e0e4736";
         let xray = "1-5759e988-bd862e3fe1be46a994272793";
-        for id in ["00000000000000000000000000000001", w3c, "not-a-trace-id", xray] {
+        for id in [
+            "00000000000000000000000000000001",
+            w3c,
+            "not-a-trace-id",
+            xray,
+        ] {
             t.push(Some(id));
         }
-        assert_eq!(t.recent().collect::<Vec<_>>(), vec![xray.to_string(), w3c.to_string()]);
+        assert_eq!(
+            t.recent().collect::<Vec<_>>(),
+            vec![xray.to_string(), w3c.to_string()]
+        );
     }
 }

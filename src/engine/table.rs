@@ -92,11 +92,19 @@ impl<K, S: Default> KeyTable<K, S> {
 
     /// Finds or creates the slot for a key, keeping it alive until at least `expires_at`
     /// (ms). Creating may evict the least recently active key when the table is full.
-    pub fn touch(&mut self, hash: u64, eq: impl Fn(&K) -> bool, make_key: impl FnOnce() -> K, expires_at: i64) -> Touched {
+    pub fn touch(
+        &mut self,
+        hash: u64,
+        eq: impl Fn(&K) -> bool,
+        make_key: impl FnOnce() -> K,
+        expires_at: i64,
+    ) -> Touched {
         let expires_s = to_secs(expires_at);
         let chunks = &self.chunks;
         let found = self.index.find(hash, |&i| {
-            let s = chunks[(i >> CHUNK_BITS) as usize][i as usize & (CHUNK - 1)].as_ref().expect("indexed slots are live");
+            let s = chunks[(i >> CHUNK_BITS) as usize][i as usize & (CHUNK - 1)]
+                .as_ref()
+                .expect("indexed slots are live");
             s.hash == hash && eq(&s.key)
         });
         if let Some(&id) = found {
@@ -110,7 +118,13 @@ impl<K, S: Default> KeyTable<K, S> {
             self.evict_one();
         }
         let bucket = expires_s / self.bucket_s;
-        let slot = Slot { key: make_key(), hash, expires_s, bucket, state: S::default() };
+        let slot = Slot {
+            key: make_key(),
+            hash,
+            expires_s,
+            bucket,
+            state: S::default(),
+        };
         let id = match self.free.pop() {
             Some(id) => id,
             None => {
@@ -124,7 +138,12 @@ impl<K, S: Default> KeyTable<K, S> {
         };
         self.chunks[(id >> CHUNK_BITS) as usize][id as usize & (CHUNK - 1)] = Some(slot);
         let chunks = &self.chunks;
-        self.index.insert_unique(hash, id, |&i| chunks[(i >> CHUNK_BITS) as usize][i as usize & (CHUNK - 1)].as_ref().expect("live").hash);
+        self.index.insert_unique(hash, id, |&i| {
+            chunks[(i >> CHUNK_BITS) as usize][i as usize & (CHUNK - 1)]
+                .as_ref()
+                .expect("live")
+                .hash
+        });
         self.wheel.entry(bucket).or_default().push(id);
         self.len += 1;
         Touched { id, is_new: true }
@@ -144,7 +163,9 @@ impl<K, S: Default> KeyTable<K, S> {
     }
 
     pub fn find_id_by_hash(&self, hash: u64) -> Option<u32> {
-        self.index.find(hash, |&i| self.get(i).is_some_and(|s| s.hash == hash)).copied()
+        self.index
+            .find(hash, |&i| self.get(i).is_some_and(|s| s.hash == hash))
+            .copied()
     }
 
     /// Drops every key whose expiry is at or before `now` (ms).
@@ -177,7 +198,9 @@ impl<K, S: Default> KeyTable<K, S> {
 
     fn evict_one(&mut self) {
         loop {
-            let Some(mut entry) = self.wheel.first_entry() else { return };
+            let Some(mut entry) = self.wheel.first_entry() else {
+                return;
+            };
             let bucket = *entry.key();
             let Some(id) = entry.get_mut().pop() else {
                 entry.remove();
@@ -220,10 +243,15 @@ impl<K, S: Default> KeyTable<K, S> {
     /// Bytes held by the table itself (slab, index, wheel), excluding heap owned by
     /// keys and states.
     pub fn table_bytes(&self) -> usize {
-        self.chunks.iter().map(|c| c.capacity()).sum::<usize>() * std::mem::size_of::<Option<Slot<K, S>>>()
+        self.chunks.iter().map(|c| c.capacity()).sum::<usize>()
+            * std::mem::size_of::<Option<Slot<K, S>>>()
             + self.index.capacity() * (std::mem::size_of::<u32>() + 1)
             + self.free.capacity() * 4
-            + self.wheel.values().map(|v| v.capacity() * 4 + 48).sum::<usize>()
+            + self
+                .wheel
+                .values()
+                .map(|v| v.capacity() * 4 + 48)
+                .sum::<usize>()
     }
 }
 
@@ -261,7 +289,10 @@ mod tests {
         touch(&mut t, 4, 50);
         assert_eq!(t.len(), 3);
         assert_eq!(t.evicted, 1);
-        assert!(!touch(&mut t, 1, 40).is_new, "1 was refreshed, 2 was the oldest");
+        assert!(
+            !touch(&mut t, 1, 40).is_new,
+            "1 was refreshed, 2 was the oldest"
+        );
         assert!(touch(&mut t, 2, 60).is_new);
     }
 

@@ -17,7 +17,10 @@ const INLINE: usize = 2;
 
 #[derive(Clone, Debug)]
 enum Repr {
-    Inline { len: u8, ts: [i64; INLINE] },
+    Inline {
+        len: u8,
+        ts: [i64; INLINE],
+    },
     /// Boxed so the inline case sets the size (24 bytes, not 40): few windows spill.
     Heap(Box<VecDeque<i64>>),
 }
@@ -29,7 +32,12 @@ pub struct TsWindow {
 
 impl Default for TsWindow {
     fn default() -> Self {
-        TsWindow { repr: Repr::Inline { len: 0, ts: [0; INLINE] } }
+        TsWindow {
+            repr: Repr::Inline {
+                len: 0,
+                ts: [0; INLINE],
+            },
+        }
     }
 }
 
@@ -71,7 +79,11 @@ impl TsWindow {
         }
         let cap = cap.max(1);
         let len = self.len();
-        let idx = if len > 0 && t < self.at(len - 1) { self.rank(t) } else { len };
+        let idx = if len > 0 && t < self.at(len - 1) {
+            self.rank(t)
+        } else {
+            len
+        };
         if len >= cap && idx == 0 {
             return None;
         }
@@ -89,7 +101,9 @@ impl TsWindow {
             }
             Repr::Heap(_) => {}
         }
-        let Repr::Heap(d) = &mut self.repr else { unreachable!("spilled above") };
+        let Repr::Heap(d) = &mut self.repr else {
+            unreachable!("spilled above")
+        };
         if d.len() >= cap {
             d.pop_front();
             d.insert(idx - 1, t);
