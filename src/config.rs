@@ -486,7 +486,7 @@ impl Default for AccountTakeoverConfig {
             window: Dur::hours(1),
             severity: Severity::High,
             severity_from_attacker_ip: Severity::Critical,
-            max_lookback_successes: 16,
+            max_lookback_successes: 4,
             ip_rules: vec![
                 Rule::CredentialStuffing,
                 Rule::CredentialStuffingSlow,
@@ -596,10 +596,13 @@ impl Config {
             c.parse::<Cidr>()
                 .map_err(|m| key_err(&format!("normalize.allowlist[{i}]"), m))?;
         }
-        if !(1..=128).contains(&n.ipv6_prefix) {
+        if !(1..=64).contains(&n.ipv6_prefix) {
             return Err(key_err(
                 "normalize.ipv6_prefix",
-                format!("must be 1..=128 (got {})", n.ipv6_prefix),
+                format!(
+                    "must be 1..=64 (got {}): an attacker rotates through its /64 for free",
+                    n.ipv6_prefix
+                ),
             ));
         }
         if self.input.max_event_bytes < 256 {

@@ -8,64 +8,67 @@ use std::str::FromStr;
 
 use crate::event::{AuthEvent, InvalidEvent, InvalidReason};
 
-/// An IPv4 address or IPv6 prefix as one integer: IPv4 is stored IPv4-mapped
-/// (`::ffff:a.b.c.d`) so both families share one key type and one hash.
+/// An IPv4 address, or an IPv6 prefix of at most 64 bits, in one word. A million
+/// IP slots make every byte count, and a prefix longer than /64 is never wanted: an
+/// attacker holds a whole /64 and rotates through it for free.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct IpKey {
-    /// The address as two words, not a `u128`: `u128` is 16-byte aligned, which would
-    /// pad every IP slot (and there can be a million of them) by 8 bytes.
-    hi: u64,
-    lo: u64,
-    /// Prefix length in IPv6 terms: 128 for a single address (IPv4 is always 128).
+    /// The IPv4 address, or the top 64 bits of the IPv6 address masked to `prefix`.
+    bits: u64,
+    /// 0 for IPv4, else the IPv6 prefix length (1..=64).
     prefix: u8,
 }
-
-const V4_MAPPED: u128 = 0xffff_u128 << 32;
 
 impl IpKey {
     #[inline]
     pub fn from_addr(addr: IpAddr, v6_prefix: u8) -> IpKey {
         match addr {
-            IpAddr::V4(v4) => IpKey::new(V4_MAPPED | u32::from(v4) as u128, 128),
+            IpAddr::V4(v4) => IpKey {
+                bits: u32::from(v4) as u64,
+                prefix: 0,
+            },
             IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) => IpKey::from_addr(IpAddr::V4(v4), v6_prefix),
+                Some(v4) => IpKey {
+                    bits: u32::from(v4) as u64,
+                    prefix: 0,
+                },
                 None => {
-                    let p = v6_prefix.min(128);
-                    IpKey::new(u128::from(v6) & prefix_mask(p), p)
+                    let p = v6_prefix.clamp(1, 64);
+                    let top = (u128::from(v6) >> 64) as u64;
+                    IpKey {
+                        bits: top & (u64::MAX << (64 - p as u32)),
+                        prefix: p,
+                    }
                 }
             },
         }
     }
-    #[inline]
-    fn new(bits: u128, prefix: u8) -> IpKey {
-        IpKey {
-            hi: (bits >> 64) as u64,
-            lo: bits as u64,
-            prefix,
-        }
-    }
-    pub fn bits(&self) -> u128 {
-        ((self.hi as u128) << 64) | self.lo as u128
-    }
     pub fn is_v4(&self) -> bool {
-        self.bits() >> 32 == 0xffff
+        self.prefix == 0
     }
+    #[inline]
     pub fn hash(&self) -> u64 {
-        crate::hash::hash_u128(self.bits() ^ ((self.prefix as u128) << 120))
+        crate::hash::hash_u128(((self.bits as u128) << 8) | self.prefix as u128)
     }
 }
 
 impl fmt::Display for IpKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.is_v4() {
-            write!(f, "{}", Ipv4Addr::from(self.lo as u32))
-        } else if self.prefix == 128 {
-            write!(f, "{}", Ipv6Addr::from(self.bits()))
+            write!(f, "{}", Ipv4Addr::from(self.bits as u32))
         } else {
-            write!(f, "{}/{}", Ipv6Addr::from(self.bits()), self.prefix)
+            write!(
+                f,
+                "{}/{}",
+                Ipv6Addr::from((self.bits as u128) << 64),
+                self.prefix
+            )
         }
     }
 }
+
+/// IPv4 inside IPv6 (`::ffff:a.b.c.d`), how `Cidr` compares both families alike.
+const V4_MAPPED: u128 = 0xffff_u128 << 32;
 
 fn prefix_mask(p: u8) -> u128 {
     if p == 0 {

@@ -4,13 +4,10 @@
 //! into earlier in the window are reported ("which accounts did this IP get into?").
 //! Anchor: Datadog rates a successful login from the attacking IP critical.
 
-use std::collections::VecDeque;
-
 use compact_str::CompactString;
 
 use crate::config::AccountTakeoverConfig;
 use crate::detectors::Fire;
-use crate::hash::hash_bytes;
 use crate::signal::{Counts, Entity, EntityType, Rule};
 
 /// Recent successful sign-ins from one IP: (event time, account), oldest first. Names
@@ -21,16 +18,25 @@ use crate::signal::{Counts, Entity, EntityType, Rule};
 pub enum Lookback {
     #[default]
     Empty,
-    One(i64, CompactString),
-    /// (time, name hash, name), oldest first: a shared IP (NAT) rotates through many.
-    Many(VecDeque<(i64, u64, CompactString)>),
+    /// (event time in whole seconds, account): every IP that signs anyone in has one,
+    /// so it is kept to 32 bytes.
+    One(u32, CompactString),
+    /// (seconds, name), oldest first, grown one entry at a time: most IPs that sign in
+    /// more than one account sign in two or three.
+    Many(Vec<(u32, CompactString)>),
+}
+
+fn secs(ms: i64) -> u32 {
+    ms.div_euclid(1000).clamp(0, u32::MAX as i64) as u32
 }
 
 impl Lookback {
+    /// Records a sign-in at `t` (ms); entries before `horizon` (ms) are forgotten.
     pub fn push(&mut self, t: i64, account: &str, horizon: i64, cap: usize) {
         if cap == 0 {
             return;
         }
+        let (t, horizon) = (secs(t), secs(horizon));
         match self {
             Lookback::Empty => *self = Lookback::One(t, CompactString::from(account)),
             Lookback::One(ts, a) if a.as_str() == account => *ts = (*ts).max(t),
@@ -39,44 +45,38 @@ impl Lookback {
                 *a = CompactString::from(account);
             }
             Lookback::One(ts, a) => {
-                let first = (*ts, hash_bytes(a.as_bytes()), std::mem::take(a));
-                let mut v = VecDeque::with_capacity(4);
-                v.push_back(first);
-                v.push_back((
-                    t,
-                    hash_bytes(account.as_bytes()),
-                    CompactString::from(account),
-                ));
+                let mut v = Vec::with_capacity(2);
+                v.push((*ts, std::mem::take(a)));
+                v.push((t, CompactString::from(account)));
                 *self = Lookback::Many(v);
             }
             Lookback::Many(v) => {
-                while v.front().is_some_and(|e| e.0 < horizon) {
-                    v.pop_front();
+                if v.first().is_some_and(|e| e.0 < horizon) {
+                    v.retain(|e| e.0 >= horizon);
                 }
-                let h = hash_bytes(account.as_bytes());
-                if let Some(e) = v
-                    .iter_mut()
-                    .rev()
-                    .find(|e| e.1 == h && e.2.as_str() == account)
-                {
+                if let Some(e) = v.iter_mut().find(|e| e.1.as_str() == account) {
                     e.0 = e.0.max(t);
                     return;
                 }
                 if v.len() >= cap {
-                    v.pop_front();
+                    v.remove(0);
+                } else if v.len() == v.capacity() {
+                    v.reserve_exact(1);
                 }
-                v.push_back((t, h, CompactString::from(account)));
+                v.push((t, CompactString::from(account)));
             }
         }
     }
 
-    /// Accounts signed into within `[from, to]`.
+    /// Accounts signed into within `[from, to]` (ms; times have second resolution).
     pub fn within(&self, from: i64, to: i64) -> Vec<(i64, CompactString)> {
+        let (from, to) = (secs(from), secs(to));
+        let ms = |s: u32| s as i64 * 1000;
         match self {
             Lookback::Empty => Vec::new(),
             Lookback::One(t, a) => {
                 if *t >= from && *t <= to {
-                    vec![(*t, a.clone())]
+                    vec![(ms(*t), a.clone())]
                 } else {
                     Vec::new()
                 }
@@ -84,7 +84,7 @@ impl Lookback {
             Lookback::Many(v) => v
                 .iter()
                 .filter(|e| e.0 >= from && e.0 <= to)
-                .map(|e| (e.0, e.2.clone()))
+                .map(|e| (ms(e.0), e.1.clone()))
                 .collect(),
         }
     }
@@ -100,7 +100,7 @@ impl Lookback {
         match self {
             Lookback::Empty => 0,
             Lookback::One(_, a) => name(a),
-            Lookback::Many(v) => v.capacity() * 40 + v.iter().map(|e| name(&e.2)).sum::<usize>(),
+            Lookback::Many(v) => v.capacity() * 32 + v.iter().map(|e| name(&e.1)).sum::<usize>(),
         }
     }
 }

@@ -8,7 +8,7 @@ use crate::engine::state::{IpHot, SLICES, SliceCounter};
 use crate::normalize::IpKey;
 use crate::signal::{Counts, Entity, EntityType, Rule, round3};
 
-/// Success counts are kept in 1/8-window slices.
+/// Success counts are kept in 1/SLICES-window slices.
 pub fn slice_ms(cfg: &CredentialStuffingConfig) -> i64 {
     (cfg.window.ms() / SLICES as i64).max(1)
 }

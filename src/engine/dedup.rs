@@ -6,11 +6,20 @@ use std::collections::VecDeque;
 
 use hashbrown::HashTable;
 
+/// An id in arrival order: event time in whole seconds and the id's hash, packed into
+/// 12 bytes. At high rates the window holds a million of them.
+#[derive(Clone, Copy)]
+#[repr(C, packed(4))]
+struct Seen {
+    ts_s: u32,
+    hash: u64,
+}
+
 pub struct Dedup {
     window: i64,
     cap: usize,
     set: HashTable<u64>,
-    order: VecDeque<(i64, u64)>,
+    order: VecDeque<Seen>,
 }
 
 impl Dedup {
@@ -35,7 +44,10 @@ impl Dedup {
             self.pop_front();
         }
         self.set.insert_unique(id_hash, id_hash, |&h| h);
-        self.order.push_back((ts, id_hash));
+        self.order.push_back(Seen {
+            ts_s: ts.div_euclid(1000).clamp(0, u32::MAX as i64) as u32,
+            hash: id_hash,
+        });
         false
     }
 
@@ -44,17 +56,18 @@ impl Dedup {
     /// would otherwise sit at the front of the queue and hold everything behind it).
     pub fn expire(&mut self, watermark: i64, ahead: i64) {
         let horizon = watermark.saturating_sub(self.window);
+        let ms = |f: &Seen| f.ts_s as i64 * 1000;
         while self
             .order
             .front()
-            .is_some_and(|f| f.0 < horizon || f.0 > ahead)
+            .is_some_and(|f| ms(f) < horizon - 999 || ms(f) > ahead)
         {
             self.pop_front();
         }
     }
 
     fn pop_front(&mut self) {
-        if let Some((_, h)) = self.order.pop_front() {
+        if let Some(Seen { hash: h, .. }) = self.order.pop_front() {
             if let Ok(e) = self.set.find_entry(h, |&x| x == h) {
                 e.remove();
             }
@@ -70,6 +83,6 @@ impl Dedup {
     }
 
     pub fn heap_bytes(&self) -> usize {
-        self.set.capacity() * 9 + self.order.capacity() * 16
+        self.set.capacity() * 9 + self.order.capacity() * std::mem::size_of::<Seen>()
     }
 }

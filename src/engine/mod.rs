@@ -921,7 +921,12 @@ impl Core {
             }
         };
         let ip_tables = self.ips.table_bytes();
-        let ip_heap = self.ips.iter().map(|s| s.state.heap_bytes()).sum::<usize>();
+        let ip_lookback = self
+            .ips
+            .iter()
+            .map(|s| s.state.successes.heap_bytes())
+            .sum::<usize>();
+        let ip_heap = self.ips.iter().map(|s| s.state.heap_bytes()).sum::<usize>() - ip_lookback;
         let account_tables = self.accounts.table_bytes();
         let account_heap = self
             .accounts
@@ -938,6 +943,7 @@ impl Core {
         let breakdown = vec![
             ("ip slots and index", ip_tables),
             ("ip windows and failure state", ip_heap),
+            ("ip sign-in look-back names", ip_lookback),
             ("account slots and index", account_tables),
             ("account failure state and names", account_heap),
             ("service state", service_bytes),

@@ -80,12 +80,12 @@ impl Traces {
 }
 
 /// Slices in a [`SliceCounter`].
-pub const SLICES: usize = 8;
+pub const SLICES: usize = 6;
 const SL: i64 = SLICES as i64;
 
 /// Counts per slice of a window, for success counts where an exact log is not worth its
-/// memory: every IP has one (24 bytes), and the failure ratio it feeds is a soft
-/// condition, so 1/8-window resolution is enough.
+/// memory: every IP has one (16 bytes), and the failure ratio it feeds is a soft
+/// condition, so 1/6-window resolution is enough.
 #[derive(Clone, Debug, Default)]
 pub struct SliceCounter {
     /// Newest slice index (event time / slice length; fits u32 for slices of a second
@@ -213,15 +213,15 @@ mod tests {
     #[test]
     fn slice_counter_slides() {
         let mut c = SliceCounter::default();
-        for t in 0..80 {
+        for t in 0..60 {
             c.add(t, 10);
         }
-        assert_eq!(c.count(79, 10), 80);
-        c.add(100, 10);
+        assert_eq!(c.count(59, 10), 60);
+        c.add(80, 10);
         assert_eq!(
-            c.count(100, 10),
-            1 + 10 * 5,
-            "slices 3..=7 remain, plus the new one"
+            c.count(80, 10),
+            1 + 10 * 3,
+            "slices 3..=5 remain, plus the new one"
         );
         assert_eq!(c.count(1000, 10), 0);
     }
