@@ -45,10 +45,10 @@ impl Lookback {
                 *a = CompactString::from(account);
             }
             Lookback::One(ts, a) => {
-                let mut v = Vec::with_capacity(2);
-                v.push((*ts, std::mem::take(a)));
-                v.push((t, CompactString::from(account)));
-                *self = Lookback::Many(v);
+                *self = Lookback::Many(vec![
+                    (*ts, std::mem::take(a)),
+                    (t, CompactString::from(account)),
+                ]);
             }
             Lookback::Many(v) => {
                 if v.first().is_some_and(|e| e.0 < horizon) {
