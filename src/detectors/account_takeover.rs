@@ -18,12 +18,21 @@ use crate::signal::{Counts, Entity, EntityType, Rule};
 pub enum Lookback {
     #[default]
     Empty,
-    /// (event time in whole seconds, account): every IP that signs anyone in has one,
-    /// so it is kept to 32 bytes.
-    One(u32, CompactString),
-    /// (seconds, name), oldest first, grown one entry at a time: most IPs that sign in
-    /// more than one account sign in two or three.
-    Many(Vec<(u32, CompactString)>),
+    /// Every IP that signs anyone in has one, so it is kept to 32 bytes.
+    One(Entry),
+    /// Oldest first, grown one entry at a time: most IPs that sign in more than one
+    /// account sign in two or three.
+    Many(Vec<Entry>),
+}
+
+/// One sign-in: time in whole seconds, a 32-bit tag of the account's hash, the name.
+/// Entries are matched by tag alone: a name over 24 bytes lives on the heap, and reading
+/// it on every sign-in costs a cache miss. Two of an IP's few recent accounts sharing a
+/// tag (about one in four billion) would only merge their look-back entries.
+pub struct Entry {
+    ts: u32,
+    tag: u32,
+    name: CompactString,
 }
 
 fn secs(ms: i64) -> u32 {
@@ -31,31 +40,36 @@ fn secs(ms: i64) -> u32 {
 }
 
 impl Lookback {
-    /// Records a sign-in at `t` (ms); entries before `horizon` (ms) are forgotten.
-    pub fn push(&mut self, t: i64, account: &str, horizon: i64, cap: usize) {
+    /// Records a sign-in at `t` (ms) of `account` (whose stable hash is `hash`); entries
+    /// before `horizon` (ms) are forgotten.
+    pub fn push(&mut self, t: i64, account: &str, hash: u64, horizon: i64, cap: usize) {
         if cap == 0 {
             return;
         }
-        let (t, horizon) = (secs(t), secs(horizon));
+        let (t, horizon, tag) = (secs(t), secs(horizon), hash as u32);
+        let entry = || Entry {
+            ts: t,
+            tag,
+            name: CompactString::from(account),
+        };
         match self {
-            Lookback::Empty => *self = Lookback::One(t, CompactString::from(account)),
-            Lookback::One(ts, a) if a.as_str() == account => *ts = (*ts).max(t),
-            Lookback::One(ts, a) if *ts < horizon || cap == 1 => {
-                *ts = t;
-                *a = CompactString::from(account);
-            }
-            Lookback::One(ts, a) => {
-                *self = Lookback::Many(vec![
-                    (*ts, std::mem::take(a)),
-                    (t, CompactString::from(account)),
-                ]);
+            Lookback::Empty => *self = Lookback::One(entry()),
+            Lookback::One(e) if e.tag == tag => e.ts = e.ts.max(t),
+            Lookback::One(e) if e.ts < horizon || cap == 1 => *e = entry(),
+            Lookback::One(e) => {
+                let first = Entry {
+                    ts: e.ts,
+                    tag: e.tag,
+                    name: std::mem::take(&mut e.name),
+                };
+                *self = Lookback::Many(vec![first, entry()]);
             }
             Lookback::Many(v) => {
-                if v.first().is_some_and(|e| e.0 < horizon) {
-                    v.retain(|e| e.0 >= horizon);
+                if v.first().is_some_and(|e| e.ts < horizon) {
+                    v.retain(|e| e.ts >= horizon);
                 }
-                if let Some(e) = v.iter_mut().find(|e| e.1.as_str() == account) {
-                    e.0 = e.0.max(t);
+                if let Some(e) = v.iter_mut().find(|e| e.tag == tag) {
+                    e.ts = e.ts.max(t);
                     return;
                 }
                 if v.len() >= cap {
@@ -63,7 +77,7 @@ impl Lookback {
                 } else if v.len() == v.capacity() {
                     v.reserve_exact(1);
                 }
-                v.push((t, CompactString::from(account)));
+                v.push(entry());
             }
         }
     }
@@ -71,36 +85,31 @@ impl Lookback {
     /// Accounts signed into within `[from, to]` (ms; times have second resolution).
     pub fn within(&self, from: i64, to: i64) -> Vec<(i64, CompactString)> {
         let (from, to) = (secs(from), secs(to));
-        let ms = |s: u32| s as i64 * 1000;
-        match self {
-            Lookback::Empty => Vec::new(),
-            Lookback::One(t, a) => {
-                if *t >= from && *t <= to {
-                    vec![(ms(*t), a.clone())]
-                } else {
-                    Vec::new()
-                }
-            }
-            Lookback::Many(v) => v
-                .iter()
-                .filter(|e| e.0 >= from && e.0 <= to)
-                .map(|e| (ms(e.0), e.1.clone()))
-                .collect(),
-        }
+        let all: &[Entry] = match self {
+            Lookback::Empty => &[],
+            Lookback::One(e) => std::slice::from_ref(e),
+            Lookback::Many(v) => v,
+        };
+        all.iter()
+            .filter(|e| e.ts >= from && e.ts <= to)
+            .map(|e| (e.ts as i64 * 1000, e.name.clone()))
+            .collect()
     }
 
     pub fn heap_bytes(&self) -> usize {
-        let name = |a: &CompactString| {
-            if a.is_heap_allocated() {
-                a.capacity()
+        let name = |e: &Entry| {
+            if e.name.is_heap_allocated() {
+                e.name.capacity()
             } else {
                 0
             }
         };
         match self {
             Lookback::Empty => 0,
-            Lookback::One(_, a) => name(a),
-            Lookback::Many(v) => v.capacity() * 32 + v.iter().map(|e| name(&e.1)).sum::<usize>(),
+            Lookback::One(e) => name(e),
+            Lookback::Many(v) => {
+                v.capacity() * std::mem::size_of::<Entry>() + v.iter().map(name).sum::<usize>()
+            }
         }
     }
 }

@@ -577,6 +577,7 @@ impl Core {
                 slot.state.successes.push(
                     t,
                     account,
+                    acct_hash,
                     horizon,
                     rules.account_takeover.max_lookback_successes as usize,
                 );
