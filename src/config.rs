@@ -499,6 +499,40 @@ impl Default for AccountTakeoverConfig {
     }
 }
 
+impl RulesConfig {
+    /// One signal per (rule, entity) per this long: the rule's `cooldown`, else its
+    /// window (`campaign_participant` has none of its own: the campaign rule's).
+    pub fn cooldown(&self, rule: Rule) -> Dur {
+        let (c, w) = match rule {
+            Rule::Bruteforce => (self.bruteforce.cooldown, self.bruteforce.window),
+            Rule::DistributedBruteforce => (
+                self.distributed_bruteforce.cooldown,
+                self.distributed_bruteforce.window,
+            ),
+            Rule::CredentialStuffing => (
+                self.credential_stuffing.cooldown,
+                self.credential_stuffing.window,
+            ),
+            Rule::CredentialStuffingSlow => (
+                self.credential_stuffing_slow.cooldown,
+                self.credential_stuffing_slow.window,
+            ),
+            Rule::UserEnumeration => (self.user_enumeration.cooldown, self.user_enumeration.window),
+            Rule::IpVelocity => (self.ip_velocity.cooldown, self.ip_velocity.window),
+            Rule::DistributedCredentialStuffing => (
+                self.distributed_credential_stuffing.cooldown,
+                self.distributed_credential_stuffing.window,
+            ),
+            Rule::CampaignParticipant => (
+                self.campaign_participant.cooldown,
+                self.distributed_credential_stuffing.window,
+            ),
+            Rule::AccountTakeover => (self.account_takeover.cooldown, self.account_takeover.window),
+        };
+        c.unwrap_or(w)
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Loading and validation
 

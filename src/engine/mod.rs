@@ -110,43 +110,38 @@ struct Plan {
     cs_slice: i64,
     ato_ip: [bool; Rule::ALL.len()],
     ato_account: [bool; Rule::ALL.len()],
+    /// Per rule, by `Rule::index`.
+    cooldown_ms: [i64; Rule::ALL.len()],
 }
 
 impl Plan {
     fn new(cfg: &Config) -> Plan {
         let r = &cfg.rules;
         let f = cfg.signals.escalation_factor;
-        let cd = |c: Option<crate::config::Dur>, w: crate::config::Dur| c.unwrap_or(w).ms();
+        let cooldown_ms = Rule::ALL.map(|rule| r.cooldown(rule).ms());
+        let cd = |rule: Rule| cooldown_ms[rule.index()];
         let acct_w = r
             .bruteforce
             .window
             .ms()
             .max(r.distributed_bruteforce.window.ms());
         let ato_w = r.account_takeover.window.ms();
-        let acct_cool = cd(r.bruteforce.cooldown, r.bruteforce.window)
-            .max(cd(
-                r.distributed_bruteforce.cooldown,
-                r.distributed_bruteforce.window,
-            ))
-            .max(cd(r.account_takeover.cooldown, r.account_takeover.window));
+        let acct_cool = cd(Rule::Bruteforce)
+            .max(cd(Rule::DistributedBruteforce))
+            .max(cd(Rule::AccountTakeover));
         let ip_w = r
             .credential_stuffing
             .window
             .ms()
             .max(r.distributed_credential_stuffing.window.ms());
         let ip_cool = [
-            cd(r.credential_stuffing.cooldown, r.credential_stuffing.window),
-            cd(
-                r.credential_stuffing_slow.cooldown,
-                r.credential_stuffing_slow.window,
-            ),
-            cd(r.user_enumeration.cooldown, r.user_enumeration.window),
-            cd(r.ip_velocity.cooldown, r.ip_velocity.window),
-            cd(
-                r.campaign_participant.cooldown,
-                r.distributed_credential_stuffing.window,
-            ),
+            Rule::CredentialStuffing,
+            Rule::CredentialStuffingSlow,
+            Rule::UserEnumeration,
+            Rule::IpVelocity,
+            Rule::CampaignParticipant,
         ]
+        .map(cd)
         .into_iter()
         .max()
         .unwrap_or(0);
@@ -209,6 +204,7 @@ impl Plan {
             cs_slice: detectors::credential_stuffing::slice_ms(&r.credential_stuffing),
             ato_ip,
             ato_account,
+            cooldown_ms,
         }
     }
 }
@@ -422,15 +418,7 @@ impl Core {
         // accounts only ever sign in successfully, and tracking them would cost a table
         // lookup on nearly every event.
         if failure {
-            let acct_id = self
-                .accounts
-                .touch(
-                    acct_hash,
-                    |k| k.as_str() == account,
-                    || CompactString::from(account),
-                    t + p.acct_ttl_failure,
-                )
-                .id;
+            let acct_id = self.touch_account(acct_hash, account, t + p.acct_ttl_failure);
             let slot = self.accounts.slot_mut(acct_id);
             let hot = slot.state.hot.get_or_insert_with(Default::default);
             let horizon = wm.saturating_sub(p.acct_w);
@@ -460,21 +448,13 @@ impl Core {
                     ));
                 }
                 for fire in fired {
-                    let cooldown = match fire.rule {
-                        Rule::Bruteforce => {
-                            rules.bruteforce.cooldown.unwrap_or(rules.bruteforce.window)
-                        }
-                        _ => rules
-                            .distributed_bruteforce
-                            .cooldown
-                            .unwrap_or(rules.distributed_bruteforce.window),
-                    };
+                    let cooldown = p.cooldown_ms[fire.rule.index()];
                     let flag = p.ato_account[fire.rule.index()]
                         .then_some(rules.account_takeover.window.ms());
                     settle_account(
                         slot,
                         fire,
-                        cooldown.ms(),
+                        cooldown,
                         flag,
                         &mut self.fires,
                         &mut self.flagged_accounts,
@@ -613,11 +593,7 @@ impl Core {
                 p.samples,
             );
             if let Some(fire) = obs.fire {
-                let cooldown = rules
-                    .distributed_credential_stuffing
-                    .cooldown
-                    .unwrap_or(rules.distributed_credential_stuffing.window)
-                    .ms();
+                let cooldown = p.cooldown_ms[fire.rule.index()];
                 if slot
                     .state
                     .fired
@@ -703,21 +679,9 @@ impl Core {
                     ip_hash,
                     cause,
                 );
-                let cooldown = rules
-                    .account_takeover
-                    .cooldown
-                    .unwrap_or(rules.account_takeover.window)
-                    .ms();
+                let cooldown = p.cooldown_ms[Rule::AccountTakeover.index()];
                 // Cooldowns live with the account, so it gets state now if it had none.
-                let acct_id = self
-                    .accounts
-                    .touch(
-                        acct_hash,
-                        |k| k.as_str() == account,
-                        || CompactString::from(account),
-                        t + p.acct_ttl_failure,
-                    )
-                    .id;
+                let acct_id = self.touch_account(acct_hash, account, t + p.acct_ttl_failure);
                 let slot = self.accounts.slot_mut(acct_id);
                 settle_account(
                     slot,
@@ -733,6 +697,18 @@ impl Core {
         if !self.fires.is_empty() {
             self.emit(p, service, trace, out);
         }
+    }
+
+    /// The account's slot, created if it has none yet (it then lives until `expires_at`).
+    fn touch_account(&mut self, hash: u64, account: &str, expires_at: i64) -> u32 {
+        self.accounts
+            .touch(
+                hash,
+                |k| k.as_str() == account,
+                || CompactString::from(account),
+                expires_at,
+            )
+            .id
     }
 
     fn check_participant(
@@ -776,29 +752,7 @@ impl Core {
     /// Cooldown, flag, look back for takeovers from this IP, queue the fire.
     fn settle_ip(&mut self, cfg: &Config, plan: &Plan, ip_id: u32, mut fire: Fire) {
         let rules = &cfg.rules;
-        let cooldown = match fire.rule {
-            Rule::CredentialStuffing => rules
-                .credential_stuffing
-                .cooldown
-                .unwrap_or(rules.credential_stuffing.window),
-            Rule::CredentialStuffingSlow => rules
-                .credential_stuffing_slow
-                .cooldown
-                .unwrap_or(rules.credential_stuffing_slow.window),
-            Rule::UserEnumeration => rules
-                .user_enumeration
-                .cooldown
-                .unwrap_or(rules.user_enumeration.window),
-            Rule::IpVelocity => rules
-                .ip_velocity
-                .cooldown
-                .unwrap_or(rules.ip_velocity.window),
-            _ => rules
-                .campaign_participant
-                .cooldown
-                .unwrap_or(rules.distributed_credential_stuffing.window),
-        }
-        .ms();
+        let cooldown = plan.cooldown_ms[fire.rule.index()];
         let ato_w = rules.account_takeover.window.ms();
         let slot = self.ips.slot_mut(ip_id);
         let flags = plan.ato_ip[fire.rule.index()];
@@ -816,13 +770,13 @@ impl Core {
         let (rule, ts) = (fire.rule, fire.ts);
         self.fires.push(fire);
         if newly_flagged && rules.account_takeover.enabled {
-            self.look_back(cfg, plan.acct_ttl_failure, ip_id, rule, ts);
+            self.look_back(cfg, plan, ip_id, rule, ts);
         }
     }
 
     /// The IP was just flagged: accounts it signed into earlier in the window were
     /// probably taken over.
-    fn look_back(&mut self, cfg: &Config, acct_ttl: i64, ip_id: u32, rule: Rule, flag_ts: i64) {
+    fn look_back(&mut self, cfg: &Config, plan: &Plan, ip_id: u32, rule: Rule, flag_ts: i64) {
         let cfg = &cfg.rules.account_takeover;
         let slot = self.ips.slot(ip_id);
         let ip_text = slot.key.to_string();
@@ -831,7 +785,7 @@ impl Core {
             .state
             .successes
             .within(flag_ts - cfg.window.ms(), flag_ts);
-        let cooldown = cfg.cooldown.unwrap_or(cfg.window).ms();
+        let cooldown = plan.cooldown_ms[Rule::AccountTakeover.index()];
         for (ts, account) in hits {
             let acct_hash = hash_bytes(account.as_bytes());
             let mut fire = account_takeover::fire(
@@ -845,15 +799,7 @@ impl Core {
             );
             fire.summary
                 .push_str(" (found looking back when the IP was flagged)");
-            let acct_id = self
-                .accounts
-                .touch(
-                    acct_hash,
-                    |k| k.as_str() == account.as_str(),
-                    || account.clone(),
-                    ts + acct_ttl,
-                )
-                .id;
+            let acct_id = self.touch_account(acct_hash, &account, ts + plan.acct_ttl_failure);
             let acct_slot = self.accounts.slot_mut(acct_id);
             settle_account(
                 acct_slot,
