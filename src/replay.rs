@@ -67,8 +67,13 @@ impl Summary {
         );
         let _ = writeln!(
             o,
-            "  invalid     {} (not fatal; see reasons below)",
-            group(s.invalid_total())
+            "  invalid     {}{}",
+            group(s.invalid_total()),
+            if s.invalid_total() > 0 {
+                " (not fatal), by reason:"
+            } else {
+                ""
+            }
         );
         for (reason, lines) in &self.first_invalid {
             let n = s.invalid[reason.index()];

@@ -363,7 +363,8 @@ impl Core {
             }
         }
         let wm = self.clock.watermark();
-        // The second test: time went back (a wild first event was outvoted).
+        // Sweep once per second of event time, and at once if time went back (a wild
+        // first event was outvoted after `next_expiry` had been set from it).
         if wm >= self.next_expiry || wm + EXPIRY_EVERY_MS < self.next_expiry {
             self.expire(wm);
             self.next_expiry = wm + EXPIRY_EVERY_MS;
