@@ -2,18 +2,17 @@
 //! Anchor: Auth0 brute-force protection blocks after 10 failed attempts on one account.
 
 use crate::config::BruteforceConfig;
-use crate::detectors::{Fire, escalation_count, severity_for};
+use crate::detectors::{Ctx, Fire, escalation_count, severity_for};
 use crate::engine::state::AccountHot;
 use crate::signal::{Counts, Entity, EntityType, Rule};
 
 /// `idx` is where the new failure landed in `hot.failures`.
 pub fn check(
     cfg: &BruteforceConfig,
-    factor: f64,
+    ctx: Ctx,
     hot: &mut AccountHot,
     idx: usize,
     account: &str,
-    samples: usize,
 ) -> Option<Fire> {
     let n = cfg.min_failures as usize;
     let w = cfg.window.ms();
@@ -23,7 +22,7 @@ pub fn check(
     let severity = severity_for(
         cfg.severity,
         failures,
-        escalation_count(cfg.min_failures, factor),
+        escalation_count(cfg.min_failures, ctx.factor),
     );
     Some(Fire {
         rule: Rule::Bruteforce,
@@ -44,7 +43,7 @@ pub fn check(
             ..Default::default()
         },
         sample_accounts: Vec::new(),
-        sample_ips: hot.failing_ips.recent(end, w, samples),
+        sample_ips: hot.failing_ips.recent(end, w, ctx.samples),
         because: None,
         trace_ids: Vec::new(),
         summary: format!(

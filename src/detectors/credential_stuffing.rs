@@ -3,7 +3,7 @@
 //! NAT gateways (many users, mostly successful) out.
 
 use crate::config::CredentialStuffingConfig;
-use crate::detectors::{Fire, escalation_count, ratio, severity_for};
+use crate::detectors::{Ctx, Fire, escalation_count, ratio, severity_for};
 use crate::engine::state::{IpHot, SLICES, SliceCounter};
 use crate::normalize::IpKey;
 use crate::signal::{Counts, Entity, EntityType, Rule, round3};
@@ -17,12 +17,11 @@ pub fn slice_ms(cfg: &CredentialStuffingConfig) -> i64 {
 /// its first failure count too).
 pub fn check(
     cfg: &CredentialStuffingConfig,
-    factor: f64,
+    ctx: Ctx,
     hot: &mut IpHot,
     successes: &SliceCounter,
     idx: usize,
     ip: &IpKey,
-    samples: usize,
 ) -> Option<Fire> {
     let w = cfg.window.ms();
     let end = hot.failures.crossing(idx, cfg.min_failures as usize, w)?;
@@ -44,7 +43,7 @@ pub fn check(
     let severity = severity_for(
         cfg.severity,
         failures as usize,
-        escalation_count(cfg.min_failures, factor),
+        escalation_count(cfg.min_failures, ctx.factor),
     );
     Some(Fire {
         rule: Rule::CredentialStuffing,
@@ -69,7 +68,7 @@ pub fn check(
             failure_ratio: Some(cfg.min_failure_ratio),
             ..Default::default()
         },
-        sample_accounts: hot.failing_accounts.recent(end, w, samples),
+        sample_accounts: hot.failing_accounts.recent(end, w, ctx.samples),
         sample_ips: Vec::new(),
         because: None,
         trace_ids: Vec::new(),

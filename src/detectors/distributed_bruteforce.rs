@@ -2,17 +2,16 @@
 //! per-IP rule. Anchor: Datadog's targeted-account (distributed brute force) rules.
 
 use crate::config::DistributedBruteforceConfig;
-use crate::detectors::{Fire, escalation_count, severity_for};
+use crate::detectors::{Ctx, Fire, escalation_count, severity_for};
 use crate::engine::state::AccountHot;
 use crate::signal::{Counts, Entity, EntityType, Rule};
 
 pub fn check(
     cfg: &DistributedBruteforceConfig,
-    factor: f64,
+    ctx: Ctx,
     hot: &mut AccountHot,
     idx: usize,
     account: &str,
-    samples: usize,
 ) -> Option<Fire> {
     let w = cfg.window.ms();
     let end = hot.failures.crossing(idx, cfg.min_failures as usize, w)?;
@@ -28,7 +27,7 @@ pub fn check(
     let severity = severity_for(
         cfg.severity,
         ips as usize,
-        escalation_count(cfg.min_distinct_ips, factor),
+        escalation_count(cfg.min_distinct_ips, ctx.factor),
     );
     Some(Fire {
         rule: Rule::DistributedBruteforce,
@@ -50,7 +49,7 @@ pub fn check(
             ..Default::default()
         },
         sample_accounts: Vec::new(),
-        sample_ips: hot.failing_ips.recent(end, w, samples),
+        sample_ips: hot.failing_ips.recent(end, w, ctx.samples),
         because: None,
         trace_ids: Vec::new(),
         summary: format!(

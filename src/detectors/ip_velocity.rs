@@ -3,7 +3,7 @@
 //! outcome also catches scripted clients that mostly succeed.
 
 use crate::config::IpVelocityConfig;
-use crate::detectors::{Fire, escalation_count, severity_for};
+use crate::detectors::{Ctx, Fire, escalation_count, severity_for};
 use crate::engine::window::TsWindow;
 use crate::normalize::IpKey;
 use crate::signal::{Counts, Entity, EntityType, Rule};
@@ -11,7 +11,7 @@ use crate::signal::{Counts, Entity, EntityType, Rule};
 /// `idx` is where the new attempt landed in `attempts`.
 pub fn check(
     cfg: &IpVelocityConfig,
-    factor: f64,
+    ctx: Ctx,
     attempts: &TsWindow,
     idx: usize,
     ip: &IpKey,
@@ -21,7 +21,11 @@ pub fn check(
     let n = attempts.count_in(end, w);
     Some(Fire {
         rule: Rule::IpVelocity,
-        severity: severity_for(cfg.severity, n, escalation_count(cfg.min_attempts, factor)),
+        severity: severity_for(
+            cfg.severity,
+            n,
+            escalation_count(cfg.min_attempts, ctx.factor),
+        ),
         ts: end,
         window: cfg.window,
         entity: Entity {

@@ -431,21 +431,19 @@ impl Core {
                 if rules.bruteforce.enabled {
                     fired.extend(detectors::bruteforce::check(
                         &rules.bruteforce,
-                        p.factor,
+                        ctx,
                         hot,
                         idx,
                         account,
-                        p.samples,
                     ));
                 }
                 if rules.distributed_bruteforce.enabled {
                     fired.extend(detectors::distributed_bruteforce::check(
                         &rules.distributed_bruteforce,
-                        p.factor,
+                        ctx,
                         hot,
                         idx,
                         account,
-                        p.samples,
                     ));
                 }
                 for fire in fired {
@@ -492,7 +490,7 @@ impl Core {
                     if rules.ip_velocity.enabled {
                         fired.extend(detectors::ip_velocity::check(
                             &rules.ip_velocity,
-                            p.factor,
+                            ctx,
                             &slot.state.attempts,
                             idx,
                             &slot.key,
@@ -519,12 +517,11 @@ impl Core {
                     if rules.credential_stuffing.enabled {
                         fired.extend(detectors::credential_stuffing::check(
                             &rules.credential_stuffing,
-                            p.factor,
+                            ctx,
                             hot,
                             &state.login_successes,
                             idx,
                             &key,
-                            p.samples,
                         ));
                     }
                     if rules.credential_stuffing_slow.enabled {
