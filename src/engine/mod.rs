@@ -114,7 +114,35 @@ struct Plan {
     cooldown_ms: [i64; Rule::ALL.len()],
 }
 
+/// An event's keys, computed once per event.
+struct Keys<'e> {
+    ip: IpAddr,
+    ip_key: IpKey,
+    ip_hash: u64,
+    account: std::borrow::Cow<'e, str>,
+    acct_hash: u64,
+    id_hash: Option<u64>,
+}
+
 impl Plan {
+    fn keys<'e>(&self, ev: &'e AuthEvent<'_>) -> Result<Keys<'e>, InvalidEvent> {
+        let ip = client_ip(ev, &self.trusted)?;
+        let account = account_key(ev, self.lowercase);
+        let ip_key = IpKey::from_addr(ip, self.v6_prefix);
+        Ok(Keys {
+            ip,
+            ip_key,
+            ip_hash: ip_key.hash(),
+            acct_hash: hash_bytes(account.as_bytes()),
+            account,
+            id_hash: ev
+                .raw
+                .event_id
+                .as_deref()
+                .map(|id| hash_bytes(id.as_bytes())),
+        })
+    }
+
     fn new(cfg: &Config) -> Plan {
         let r = &cfg.rules;
         let f = cfg.signals.escalation_factor;
@@ -332,11 +360,20 @@ impl Core {
         ev: &AuthEvent<'_>,
         out: &mut Vec<Signal>,
     ) -> Processed {
-        let ip = match client_ip(ev, &plan.trusted) {
-            Ok(ip) => ip,
-            Err(e) => return self.invalid(e),
-        };
-        let account = account_key(ev, plan.lowercase);
+        match plan.keys(ev) {
+            Ok(k) => self.process_keyed(cfg, plan, ev, &k, out),
+            Err(e) => self.invalid(e),
+        }
+    }
+
+    fn process_keyed(
+        &mut self,
+        cfg: &Config,
+        plan: &Plan,
+        ev: &AuthEvent<'_>,
+        k: &Keys<'_>,
+        out: &mut Vec<Signal>,
+    ) -> Processed {
         let t = ev.ts_ms;
         match self.clock.admit(t) {
             Admit::Accept => {}
@@ -356,8 +393,8 @@ impl Core {
                 return self.invalid(e);
             }
         }
-        if let Some(id) = ev.raw.event_id.as_deref() {
-            if self.dedup.seen(hash_bytes(id.as_bytes()), t) {
+        if let Some(h) = k.id_hash {
+            if self.dedup.seen(h, t) {
                 self.stats.duplicates += 1;
                 return Processed::Duplicate;
             }
@@ -375,7 +412,7 @@ impl Core {
             (_, Some(Outcome::Failure)) => self.stats.login_failure += 1,
             _ => self.stats.login_success += 1,
         }
-        self.observe(cfg, plan, ev, ip, &account, out);
+        self.observe(cfg, plan, ev, k, out);
         Processed::Accepted
     }
 
@@ -394,18 +431,16 @@ impl Core {
         cfg: &Config,
         p: &Plan,
         ev: &AuthEvent<'_>,
-        ip: IpAddr,
-        account: &str,
+        k: &Keys<'_>,
         out: &mut Vec<Signal>,
     ) {
+        let (ip, account, acct_hash, ip_key, ip_hash) =
+            (k.ip, k.account.as_ref(), k.acct_hash, k.ip_key, k.ip_hash);
         let t = ev.ts_ms;
         let wm = self.clock.watermark();
         let failure = ev.is_failure();
         let login = ev.is_login();
         let rules = &cfg.rules;
-        let acct_hash = hash_bytes(account.as_bytes());
-        let ip_key = IpKey::from_addr(ip, p.v6_prefix);
-        let ip_hash = ip_key.hash();
         let allowlisted = !p.allow.is_empty() && p.allow.contains(ip);
         let service = ev.service().unwrap_or("unknown");
         let trace = ev.trace_id();
