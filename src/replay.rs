@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::engine::{Engine, Processed, StateSize, Stats};
-use crate::event::{InvalidReason, format_ts};
+use crate::event::{InvalidEvent, InvalidReason, format_ts};
 use crate::signal::{Rule, Signal};
 
 #[derive(Debug, thiserror::Error)]
@@ -219,27 +219,42 @@ pub fn run(
     let mut line_out: Vec<u8> = Vec::with_capacity(1024);
     let mut first: Vec<Vec<String>> = vec![Vec::new(); InvalidReason::ALL.len()];
 
+    // A line longer than this is oversized whatever it holds: read no more of it.
+    let limit = engine.config().input.max_event_bytes + 2;
     'files: for (name, r) in readers {
         let mut reader = BufReader::with_capacity(1 << 20, r);
         let mut lineno: u64 = 0;
         loop {
             buf.clear();
-            let n = reader
-                .read_until(b'\n', &mut buf)
-                .map_err(|source| ReplayError::Read {
-                    path: name.clone(),
-                    source,
+            let (n, oversized) =
+                read_line_bounded(&mut reader, &mut buf, limit).map_err(|source| {
+                    ReplayError::Read {
+                        path: name.clone(),
+                        source,
+                    }
                 })?;
             if n == 0 {
                 break;
             }
             lineno += 1;
             let line = trim_line(&buf);
-            if line.iter().all(|b| b.is_ascii_whitespace()) {
+            if !oversized && line.iter().all(|b| b.is_ascii_whitespace()) {
                 continue;
             }
             summary.lines += 1;
-            match engine.process_json(line, &mut signals) {
+            let processed = if oversized {
+                // Only the start of the line was kept (for the dead-letter file).
+                engine.reject(InvalidEvent::new(
+                    InvalidReason::Oversized,
+                    format!(
+                        "{n} bytes exceeds input.max_event_bytes = {}",
+                        engine.config().input.max_event_bytes
+                    ),
+                ))
+            } else {
+                engine.process_json(line, &mut signals)
+            };
+            match processed {
                 Processed::Invalid(e) => {
                     let slot = &mut first[e.reason.index()];
                     if slot.len() < FIRST_LINES {
@@ -317,6 +332,38 @@ pub fn run(
     Ok(summary)
 }
 
+/// Reads one line into `buf`, keeping at most `limit` bytes of it; the rest of a longer
+/// line is read and dropped, so one huge line cannot exhaust memory. Returns the line's
+/// full length and whether it was cut.
+fn read_line_bounded<R: BufRead>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+    limit: usize,
+) -> io::Result<(usize, bool)> {
+    let n = r.by_ref().take(limit as u64).read_until(b'\n', buf)?;
+    if n < limit || buf.last() == Some(&b'\n') {
+        return Ok((n, false));
+    }
+    let mut total = n;
+    loop {
+        let chunk = r.fill_buf()?;
+        if chunk.is_empty() {
+            return Ok((total, true));
+        }
+        match chunk.iter().position(|&b| b == b'\n') {
+            Some(i) => {
+                r.consume(i + 1);
+                return Ok((total + i + 1, true));
+            }
+            None => {
+                let len = chunk.len();
+                r.consume(len);
+                total += len;
+            }
+        }
+    }
+}
+
 fn trim_line(b: &[u8]) -> &[u8] {
     let mut end = b.len();
     while end > 0 && (b[end - 1] == b'\n' || b[end - 1] == b'\r') {
@@ -352,4 +399,39 @@ pub fn display_inputs(inputs: &[PathBuf]) -> Vec<String> {
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_huge_line_is_cut_and_the_next_line_is_read_whole() {
+        let mut input = vec![b'x'; 10_000];
+        input.push(b'\n');
+        input.extend_from_slice(b"short\nlast");
+        let mut r = BufReader::with_capacity(64, &input[..]);
+        let mut buf = Vec::new();
+        assert_eq!(
+            read_line_bounded(&mut r, &mut buf, 100).unwrap(),
+            (10_001, true)
+        );
+        assert_eq!(buf.len(), 100);
+        buf.clear();
+        assert_eq!(
+            read_line_bounded(&mut r, &mut buf, 100).unwrap(),
+            (6, false)
+        );
+        assert_eq!(buf, b"short\n");
+        buf.clear();
+        assert_eq!(
+            read_line_bounded(&mut r, &mut buf, 100).unwrap(),
+            (4, false)
+        );
+        buf.clear();
+        assert_eq!(
+            read_line_bounded(&mut r, &mut buf, 100).unwrap(),
+            (0, false)
+        );
+    }
 }

@@ -336,6 +336,11 @@ impl Engine {
         }
     }
 
+    /// Counts an event its reader rejected before decoding (e.g. a line cut for size).
+    pub fn reject(&mut self, e: InvalidEvent) -> Processed {
+        self.core.invalid(e)
+    }
+
     /// Processes one validated event. Signals are appended to `out`.
     pub fn process_event(&mut self, ev: &AuthEvent<'_>, out: &mut Vec<Signal>) -> Processed {
         self.core.process_event(&self.cfg, &self.plan, ev, out)
