@@ -1002,6 +1002,11 @@ mod tests {
             e.contains("normalize.allowlist[1]") && e.contains("nope"),
             "{e}"
         );
+        let e = err("[normalize]\nipv6_prefix = 96\n");
+        assert!(
+            e.starts_with("my.toml:2: normalize.ipv6_prefix: must be 1..=64"),
+            "{e}"
+        );
         let e = err("[rules.account_takeover]\nip_rules = [\"bruteforce\"]\n");
         assert!(
             e.starts_with("my.toml:2: rules.account_takeover.ip_rules[0]"),

@@ -175,3 +175,65 @@ pub fn fire(
         summary: format!("{account} signed in {how}"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hash::hash_bytes;
+
+    fn push(l: &mut Lookback, t_s: i64, account: &str, horizon_s: i64, cap: usize) {
+        l.push(
+            t_s * 1000,
+            account,
+            hash_bytes(account.as_bytes()),
+            horizon_s * 1000,
+            cap,
+        );
+    }
+
+    fn names(l: &Lookback, from_s: i64, to_s: i64) -> Vec<String> {
+        l.within(from_s * 1000, to_s * 1000)
+            .into_iter()
+            .map(|(_, a)| a.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn look_back_keeps_the_most_recent_accounts_per_ip_within_the_window() {
+        let mut l = Lookback::default();
+        push(&mut l, 10, "alice", 0, 4);
+        push(&mut l, 20, "alice", 0, 4);
+        assert!(
+            matches!(l, Lookback::One(_)),
+            "the same account again stays inline"
+        );
+        assert_eq!(
+            l.within(0, 100_000),
+            vec![(20_000, CompactString::from("alice"))]
+        );
+        for (t, a) in [(30, "bob"), (40, "carol"), (50, "dave"), (60, "erin")] {
+            push(&mut l, t, a, 0, 4);
+        }
+        assert_eq!(
+            names(&l, 0, 100),
+            vec!["bob", "carol", "dave", "erin"],
+            "alice was the oldest of five"
+        );
+        assert_eq!(names(&l, 35, 55), vec!["carol", "dave"]);
+        push(&mut l, 100, "frank", 45, 4);
+        assert_eq!(
+            names(&l, 0, 200),
+            vec!["dave", "erin", "frank"],
+            "entries before the horizon are gone"
+        );
+    }
+
+    #[test]
+    fn an_old_single_entry_is_replaced_not_grown() {
+        let mut l = Lookback::default();
+        push(&mut l, 10, "alice", 0, 4);
+        push(&mut l, 5000, "bob", 1000, 4);
+        assert!(matches!(l, Lookback::One(_)));
+        assert_eq!(names(&l, 0, 10_000), vec!["bob"]);
+    }
+}

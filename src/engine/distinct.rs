@@ -345,3 +345,32 @@ mod slice_tests {
         assert!((n - 11_000.0).abs() / 11_000.0 < 0.05, "estimate {n}");
     }
 }
+
+#[cfg(test)]
+mod shared_window_tests {
+    use super::*;
+    use crate::hash::mix64;
+
+    #[test]
+    fn after_overflow_a_short_window_is_still_counted_exactly() {
+        // One set serves a 10-minute rule and a day-long one. Sixty accounts fail over
+        // the day (the set overflows into its sketch); the last 10 minutes hold three.
+        let (min, day) = (60_000i64, 86_400_000i64);
+        let mut d = DistinctWindow::default();
+        for i in 0..60u64 {
+            d.insert(mix64(i), i as i64 * 20 * min, 0, day, 20);
+        }
+        for i in 100..103u64 {
+            d.insert(mix64(i), 1200 * min + (i as i64 - 100) * min, 0, day, 20);
+        }
+        assert!(d.is_sketched());
+        let end = 1203 * min;
+        assert_eq!(
+            d.count(end, 10 * min),
+            3,
+            "exact: the set still holds older members"
+        );
+        let c = d.count(end, day);
+        assert!((60..=66).contains(&c), "day count from the sketch: {c}");
+    }
+}
