@@ -976,7 +976,7 @@ fn settle_account(
 }
 
 #[cfg(test)]
-mod size_report {
+mod size_budget {
     use super::*;
 
     /// The memory budget (256 bytes per tracked key at a million keys, `benches/memory.rs`)
