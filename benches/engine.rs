@@ -6,7 +6,8 @@
 //! of several passes each, so machine noise hits all three alike), then criterion's
 //! statistics. ATOWATCH_BENCH_EVENTS overrides the event count, ATOWATCH_BENCH_CONFIG
 //! names a config file to bench instead of the defaults; with
-//! ATOWATCH_BENCH_REPORT_ONLY set, only the same-run comparison runs.
+//! ATOWATCH_BENCH_REPORT_ONLY set, only the same-run comparison runs. For profilers,
+//! ATOWATCH_BENCH_PROFILE=parse|bytes|decoded runs one variant alone.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -171,19 +172,18 @@ fn main() {
             }
             return;
         }
-        _ => {}
-    }
-    if std::env::var_os("ATOWATCH_BENCH_PROFILE_DETECT").is_some() {
-        // For profilers: detection alone, nothing else in the samples.
-        let decoded: Vec<AuthEvent<'_>> = d
-            .lines
-            .iter()
-            .filter_map(|&(a, b)| decode_native(&d.bytes[a..b]).ok())
-            .collect();
-        for _ in 0..3 {
-            black_box(detect_decoded(&decoded));
+        Ok("decoded") => {
+            let decoded: Vec<AuthEvent<'_>> = d
+                .lines
+                .iter()
+                .filter_map(|&(a, b)| decode_native(&d.bytes[a..b]).ok())
+                .collect();
+            for _ in 0..3 {
+                black_box(detect_decoded(&decoded));
+            }
+            return;
         }
-        return;
+        _ => {}
     }
     same_run_report(&d);
     if std::env::var_os("ATOWATCH_BENCH_REPORT_ONLY").is_some() {
