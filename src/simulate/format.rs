@@ -85,30 +85,8 @@ pub(crate) fn push_json_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
 }
 
-/// Days since 1970-01-01 for a proleptic Gregorian date (H. Hinnant's algorithm);
-/// integer-only so the default start can be a `const`.
-pub(crate) const fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-fn civil_from_days(z: i64) -> (i64, u64, u64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m as u64, d as u64)
-}
+use crate::event::civil_from_days;
+pub(crate) use crate::event::days_from_civil;
 
 /// `YYYY-MM-DDTHH:MM:SS.mmmZ`, computed with integers only so the output does
 /// not depend on the platform's time zone database.
@@ -118,9 +96,9 @@ pub(crate) fn push_rfc3339_ms(out: &mut Vec<u8>, ms: i64) {
     let (y, m, d) = civil_from_days(days);
     push_padded(out, y.max(0) as u64, 4);
     out.push(b'-');
-    push_padded(out, m, 2);
+    push_padded(out, m as u64, 2);
     out.push(b'-');
-    push_padded(out, d, 2);
+    push_padded(out, d as u64, 2);
     out.push(b'T');
     push_padded(out, rem / 3_600_000, 2);
     out.push(b':');
