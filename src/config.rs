@@ -132,6 +132,8 @@ pub struct Config {
     pub state: StateConfig,
     pub signals: SignalsConfig,
     pub rules: RulesConfig,
+    pub kafka: KafkaConfig,
+    pub http: HttpConfig,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -242,6 +244,122 @@ impl Default for SignalsConfig {
         }
     }
 }
+
+/// A librdkafka property value. TOML strings, integers, floats and booleans are all
+/// accepted and passed on as librdkafka's string form.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PropValue(pub String);
+
+impl Serialize for PropValue {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for PropValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<PropValue, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Any {
+            S(String),
+            I(i64),
+            F(f64),
+            B(bool),
+        }
+        Ok(PropValue(match Any::deserialize(d)? {
+            Any::S(s) => s,
+            Any::I(i) => i.to_string(),
+            Any::F(f) => f.to_string(),
+            Any::B(b) => b.to_string(),
+        }))
+    }
+}
+
+pub type Properties = std::collections::BTreeMap<String, PropValue>;
+
+/// librdkafka properties atowatch sets itself; a config that sets them is an error.
+pub const MANAGED_PROPERTIES: [(&str, &str); 4] = [
+    ("bootstrap.servers", "set kafka.brokers (or ATOWATCH_BROKERS) instead"),
+    ("group.id", "set kafka.group_id (or ATOWATCH_GROUP_ID) instead"),
+    (
+        "enable.auto.commit",
+        "atowatch commits offsets itself, only after outputs are acknowledged",
+    ),
+    (
+        "enable.auto.offset.store",
+        "atowatch stores offsets itself, only after outputs are acknowledged",
+    ),
+];
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    pub brokers: String,
+    pub group_id: String,
+    pub topics: Vec<String>,
+    pub signals_topic: String,
+    pub dead_letter_topic: String,
+    pub commit_interval: Dur,
+    pub revoke_timeout: Dur,
+    pub shutdown_timeout: Dur,
+    pub warmup: bool,
+    /// `0s` means the longest enabled rule window plus the allowed lateness.
+    pub warmup_window: Dur,
+    pub max_pending_outputs: usize,
+    pub properties: Properties,
+    pub consumer_properties: Properties,
+    pub producer_properties: Properties,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        let props = |kv: &[(&str, &str)]| {
+            kv.iter()
+                .map(|(k, v)| (k.to_string(), PropValue(v.to_string())))
+                .collect()
+        };
+        KafkaConfig {
+            brokers: "localhost:9092".into(),
+            group_id: "atowatch".into(),
+            topics: vec!["auth-events".into()],
+            signals_topic: "ato-signals".into(),
+            dead_letter_topic: "auth-events-dlq".into(),
+            commit_interval: Dur::secs(1),
+            revoke_timeout: Dur::secs(10),
+            shutdown_timeout: Dur::secs(25),
+            warmup: true,
+            warmup_window: Dur(0),
+            max_pending_outputs: 100_000,
+            properties: props(&[("statistics.interval.ms", "1000")]),
+            consumer_properties: props(&[("auto.offset.reset", "earliest")]),
+            producer_properties: props(&[("linger.ms", "5")]),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    pub bind: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            bind: "0.0.0.0:9464".into(),
+        }
+    }
+}
+
+/// Environment variables that override config for container use, and the key each sets.
+pub const ENV_OVERRIDES: [(&str, &str); 6] = [
+    ("ATOWATCH_BROKERS", "kafka.brokers"),
+    ("ATOWATCH_GROUP_ID", "kafka.group_id"),
+    ("ATOWATCH_TOPICS", "kafka.topics"),
+    ("ATOWATCH_SIGNALS_TOPIC", "kafka.signals_topic"),
+    ("ATOWATCH_DEAD_LETTER_TOPIC", "kafka.dead_letter_topic"),
+    ("ATOWATCH_HTTP_BIND", "http.bind"),
+];
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -619,8 +737,110 @@ impl Config {
         )
     }
 
+    /// Applies `ATOWATCH_*` environment overrides (see `ENV_OVERRIDES`) through `get`,
+    /// then validates again. Returns the keys that were overridden.
+    pub fn apply_env(
+        &mut self,
+        get: impl Fn(&str) -> Option<String>,
+    ) -> Result<Vec<&'static str>, ConfigError> {
+        let mut applied = Vec::new();
+        for (var, key) in ENV_OVERRIDES {
+            let Some(v) = get(var).filter(|v| !v.trim().is_empty()) else {
+                continue;
+            };
+            let v = v.trim().to_string();
+            match key {
+                "kafka.brokers" => self.kafka.brokers = v,
+                "kafka.group_id" => self.kafka.group_id = v,
+                "kafka.topics" => {
+                    self.kafka.topics = v.split(',').map(|t| t.trim().to_string()).collect()
+                }
+                "kafka.signals_topic" => self.kafka.signals_topic = v,
+                "kafka.dead_letter_topic" => self.kafka.dead_letter_topic = v,
+                "http.bind" => self.http.bind = v,
+                _ => unreachable!("every override names a key"),
+            }
+            applied.push(var);
+        }
+        if let Err(ke) = self.validate() {
+            let var = ENV_OVERRIDES
+                .iter()
+                .find(|(var, key)| applied.contains(var) && ke.key.starts_with(key))
+                .map(|(var, _)| *var)
+                .unwrap_or("environment");
+            return Err(ConfigError::Invalid {
+                origin: var.to_string(),
+                line: LineRef(None),
+                message: format!("{}: {}", ke.key, ke.message),
+            });
+        }
+        Ok(applied)
+    }
+
     /// Every impossible value is an error naming its key.
     pub fn validate(&self) -> Result<(), KeyError> {
+        self.validate_kafka()?;
+        self.validate_rules()
+    }
+
+    fn validate_kafka(&self) -> Result<(), KeyError> {
+        let k = &self.kafka;
+        for (key, v) in [
+            ("kafka.brokers", &k.brokers),
+            ("kafka.group_id", &k.group_id),
+            ("kafka.signals_topic", &k.signals_topic),
+            ("kafka.dead_letter_topic", &k.dead_letter_topic),
+        ] {
+            if v.trim().is_empty() {
+                return Err(key_err(key, "must not be empty"));
+            }
+        }
+        if k.topics.is_empty() {
+            return Err(key_err("kafka.topics", "name at least one events topic"));
+        }
+        for (i, t) in k.topics.iter().enumerate() {
+            let key = format!("kafka.topics[{i}]");
+            if t.trim().is_empty() {
+                return Err(key_err(&key, "must not be empty"));
+            }
+            if *t == k.signals_topic || *t == k.dead_letter_topic {
+                return Err(key_err(
+                    &key,
+                    format!("`{t}` is also an output topic: atowatch would read its own output"),
+                ));
+            }
+        }
+        positive("kafka.commit_interval", k.commit_interval)?;
+        positive("kafka.revoke_timeout", k.revoke_timeout)?;
+        positive("kafka.shutdown_timeout", k.shutdown_timeout)?;
+        non_negative("kafka.warmup_window", k.warmup_window)?;
+        if k.max_pending_outputs == 0 {
+            return Err(key_err("kafka.max_pending_outputs", "must be at least 1"));
+        }
+        for (table, props) in [
+            ("properties", &k.properties),
+            ("consumer_properties", &k.consumer_properties),
+            ("producer_properties", &k.producer_properties),
+        ] {
+            for name in props.keys() {
+                if let Some((_, why)) = MANAGED_PROPERTIES.iter().find(|(m, _)| m == name) {
+                    return Err(key_err(&format!("kafka.{table}.\"{name}\""), *why));
+                }
+            }
+        }
+        if self.http.bind.parse::<std::net::SocketAddr>().is_err() {
+            return Err(key_err(
+                "http.bind",
+                format!(
+                    "`{}` is not an address:port (e.g. 0.0.0.0:9464)",
+                    self.http.bind
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_rules(&self) -> Result<(), KeyError> {
         let n = &self.normalize;
         for (i, c) in n.trusted_proxies.iter().enumerate() {
             c.parse::<Cidr>()
@@ -874,10 +1094,10 @@ fn line_of_key(text: &str, key: &str) -> Option<usize> {
     let doc = toml_edit::ImDocument::parse(text).ok()?;
     let mut item: &toml_edit::Item = doc.as_item();
     let mut span = None;
-    for part in key.split('.') {
+    for part in key_parts(key) {
         let (name, index) = match part.split_once('[') {
             Some((n, i)) => (n, i.trim_end_matches(']').parse::<usize>().ok()),
-            None => (part, None),
+            None => (part.as_str(), None),
         };
         let table = item.as_table_like()?;
         let (k, v) = table.get_key_value(name)?;
@@ -890,6 +1110,22 @@ fn line_of_key(text: &str, key: &str) -> Option<usize> {
         }
     }
     span.map(|s| line_of(text, s.start))
+}
+
+/// Splits `a.b."c.d"[2]` into `a`, `b`, `c.d[2]`: quoted parts keep their dots.
+fn key_parts(key: &str) -> Vec<String> {
+    let mut parts = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    for c in key.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            '.' if !quoted => parts.push(std::mem::take(&mut cur)),
+            _ => cur.push(c),
+        }
+    }
+    parts.push(cur);
+    parts
 }
 
 /// The dotted key whose key or value covers `offset`, for errors from the deserializer

@@ -6,10 +6,15 @@
 //! traffic with labelled attacks.
 
 pub mod config;
+pub mod demo;
 pub mod detectors;
 pub mod engine;
 pub mod event;
 pub mod hash;
+pub mod http;
+pub mod kafka;
+pub mod logging;
+pub mod metrics;
 pub mod normalize;
 pub mod replay;
 pub mod signal;

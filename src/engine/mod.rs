@@ -112,6 +112,8 @@ struct Plan {
     ato_account: [bool; Rule::ALL.len()],
     /// Per rule, by `Rule::index`.
     cooldown_ms: [i64; Rule::ALL.len()],
+    /// The longest rule window: what a warm-up must re-read.
+    max_window_ms: i64,
 }
 
 /// An event's keys, computed once per event.
@@ -233,6 +235,12 @@ impl Plan {
             ato_ip,
             ato_account,
             cooldown_ms,
+            max_window_ms: acct_w
+                .max(ato_w)
+                .max(ip_w)
+                .max(slow_w)
+                .max(r.user_enumeration.window.ms())
+                .max(r.ip_velocity.window.ms()),
         }
     }
 }
@@ -349,6 +357,28 @@ impl Engine {
     /// Keys tracked, evictions, and an estimate of the bytes state holds.
     pub fn state_size(&self) -> StateSize {
         self.core.state_size()
+    }
+
+    /// Keys tracked, evictions and expiries, without the byte estimate (which walks every
+    /// key): cheap enough to call every second.
+    pub fn state_counts(&self) -> StateSize {
+        let c = &self.core;
+        StateSize {
+            ips: c.ips.len(),
+            accounts: c.accounts.len(),
+            services: c.services.len(),
+            dedup_ids: c.dedup.len(),
+            evicted: c.ips.evicted + c.accounts.evicted + c.services.evicted,
+            expired: c.ips.expired + c.accounts.expired + c.services.expired,
+            bytes: 0,
+            breakdown: Vec::new(),
+        }
+    }
+
+    /// The longest window any enabled rule looks back over, plus the allowed lateness:
+    /// how much input rebuilds the state that matters.
+    pub fn max_window_ms(&self) -> i64 {
+        self.plan.max_window_ms + self.cfg.time.allowed_lateness.ms()
     }
 }
 

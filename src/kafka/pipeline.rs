@@ -1,0 +1,1056 @@
+//! `atowatch run`: the consumer-group loop.
+//!
+//! Per message: decide its handling (live, warm-up, skip), feed it to the engine,
+//! publish its signals and, when invalid, the message itself to the dead-letter topic,
+//! and note how many outputs it awaits. Delivery reports release those; the commit
+//! timer commits what is released. Revoke and shutdown flush first, so a rebalance or
+//! SIGTERM commits everything that was published; SIGKILL commits nothing new and the
+//! restart re-reads from the last commit, producing the same `signal_id`s.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol,
+};
+use rdkafka::error::{KafkaError as RdError, KafkaResult, RDKafkaErrorCode};
+use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::statistics::Statistics;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaRespErr;
+
+use crate::config::Config;
+use crate::engine::{Engine, Processed};
+use crate::logging::{self, Level};
+use crate::metrics::{EngineSync, Metrics};
+use crate::signal::Signal;
+
+use super::offsets::{Handling, Origin, Tracker};
+use super::{Health, KafkaError, consumer_config, producer_config, property_error};
+
+const LOG: &str = "kafka";
+/// Messages handled per batch before the loop looks at the clock, commits and metrics.
+const BATCH: usize = 1024;
+/// How long one poll waits when there is nothing to read.
+const IDLE_POLL: Duration = Duration::from_millis(100);
+
+/// How the caller controls a run.
+#[derive(Clone)]
+pub struct RunOptions {
+    /// Set to stop gracefully (SIGTERM/SIGINT in the binary).
+    pub stop: Arc<AtomicBool>,
+    /// Stop gracefully after this many live messages (benchmarks and tests).
+    pub stop_after: Option<u64>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            stop: Arc::new(AtomicBool::new(false)),
+            stop_after: None,
+        }
+    }
+}
+
+/// What a run did, for the exit summary.
+#[derive(Clone, Debug, Default)]
+pub struct RunSummary {
+    pub messages: u64,
+    pub warmup_messages: u64,
+    pub signals: u64,
+    pub dead_letters: u64,
+    /// Outputs still unacknowledged at exit (their offsets were not committed).
+    pub unacknowledged: usize,
+    pub committed: Vec<(String, i32, i64)>,
+    pub elapsed: Duration,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum OutKind {
+    Signal,
+    DeadLetter,
+}
+
+/// Rides with each record as its delivery opaque.
+pub struct OutMeta {
+    origin: Origin,
+    kind: OutKind,
+    /// Kafka timestamp of the event that caused the output, for the latency histogram.
+    source_ts_ms: Option<i64>,
+    attempts: u32,
+}
+
+/// A record whose delivery failed, to be sent again after `due`.
+struct Retry {
+    topic: String,
+    key: Option<Vec<u8>>,
+    payload: Vec<u8>,
+    headers: Vec<(String, Vec<u8>)>,
+    meta: Box<OutMeta>,
+    due: Instant,
+}
+
+/// State the callbacks reach through `&self`.
+struct Shared {
+    cfg: Config,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    tracker: Mutex<Tracker>,
+    retries: Mutex<Vec<Retry>>,
+    producer: OnceLock<Arc<BaseProducer<ProducerCtx>>>,
+    warmup_ms: i64,
+}
+
+impl Shared {
+    fn tracker(&self) -> MutexGuard<'_, Tracker> {
+        self.tracker.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn rd_log(level: RDKafkaLogLevel, fac: &str, msg: &str) {
+    let l = match level {
+        RDKafkaLogLevel::Emerg
+        | RDKafkaLogLevel::Alert
+        | RDKafkaLogLevel::Critical
+        | RDKafkaLogLevel::Error => Level::Error,
+        RDKafkaLogLevel::Warning => Level::Warn,
+        RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => Level::Info,
+        RDKafkaLogLevel::Debug => Level::Debug,
+    };
+    logging::log_limited(
+        l,
+        "librdkafka",
+        fac,
+        Duration::from_secs(10),
+        format_args!("{fac}: {msg}"),
+    );
+}
+
+pub struct ConsumerCtx {
+    shared: Arc<Shared>,
+}
+
+impl ClientContext for ConsumerCtx {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, msg: &str) {
+        rd_log(level, fac, msg);
+    }
+
+    fn stats(&self, s: Statistics) {
+        let m = &self.shared.metrics;
+        let up = s
+            .brokers
+            .values()
+            .filter(|b| b.nodeid >= 0 && b.state == "UP")
+            .count() as i64;
+        self.shared.health.brokers_up.store(up, Ordering::Relaxed);
+        m.brokers_up.set(up);
+        let mut fetchq = 0;
+        for (topic, t) in &s.topics {
+            for (p, ps) in &t.partitions {
+                if *p < 0 || !ps.desired {
+                    continue;
+                }
+                fetchq += ps.fetchq_cnt.max(0);
+                if ps.consumer_lag >= 0 {
+                    m.consumer_lag
+                        .with_label_values(&[topic.as_str(), &p.to_string()])
+                        .set(ps.consumer_lag);
+                }
+            }
+        }
+        m.fetch_queue.set(fetchq);
+        m.ready.set(self.shared.health.ready() as i64);
+    }
+
+    fn error(&self, e: RdError, reason: &str) {
+        if e.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
+            self.shared.health.brokers_up.store(0, Ordering::Relaxed);
+            self.shared.metrics.brokers_up.set(0);
+            self.shared.metrics.ready.set(0);
+        }
+        logging::log_limited(
+            Level::Warn,
+            LOG,
+            &format!("consumer:{e}"),
+            Duration::from_secs(10),
+            format_args!("consumer: {e}: {reason}"),
+        );
+    }
+}
+
+impl ConsumerContext for ConsumerCtx {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let cooperative = matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                self.on_assign(consumer, tpl, cooperative)
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                self.on_revoke(consumer, tpl, cooperative)
+            }
+            other => {
+                let code: RDKafkaErrorCode = other.into();
+                self.shared
+                    .metrics
+                    .rebalances
+                    .with_label_values(&["error"])
+                    .inc();
+                crate::warn!(LOG, "rebalance error: {code}; giving up the assignment");
+                let _ = consumer.unassign();
+            }
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        match result {
+            Ok(()) => self.committed(offsets),
+            Err(e) => {
+                self.shared.metrics.commit_errors.inc();
+                logging::log_limited(
+                    Level::Warn,
+                    LOG,
+                    "commit",
+                    Duration::from_secs(10),
+                    format_args!("offset commit failed (will retry next interval): {e}"),
+                );
+            }
+        }
+    }
+}
+
+fn tpl_entries(tpl: &TopicPartitionList) -> Vec<(String, i32, Offset)> {
+    tpl.elements()
+        .iter()
+        .map(|e| (e.topic().to_string(), e.partition(), e.offset()))
+        .collect()
+}
+
+impl ConsumerCtx {
+    fn committed(&self, offsets: &TopicPartitionList) {
+        let mut tracker = self.shared.tracker();
+        for (topic, p, off) in tpl_entries(offsets) {
+            if let Offset::Offset(o) = off {
+                if let Some(slot) = tracker.slot(&topic, p) {
+                    tracker.set_committed(slot, o);
+                }
+                self.shared
+                    .metrics
+                    .committed_offset
+                    .with_label_values(&[topic.as_str(), &p.to_string()])
+                    .set(o);
+            }
+        }
+    }
+
+    fn on_assign(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        tpl: &mut TopicPartitionList,
+        cooperative: bool,
+    ) {
+        let sh = &self.shared;
+        sh.metrics.rebalances.with_label_values(&["assign"]).inc();
+        let parts = tpl_entries(tpl);
+        let timeout = sh.cfg.kafka.revoke_timeout.ms().max(1000) as u64;
+        let committed: Vec<i64> = match consumer
+            .committed_offsets(tpl.clone(), Duration::from_millis(timeout))
+        {
+            Ok(c) => parts
+                .iter()
+                .map(|(t, p, _)| match c.find_partition(t, *p).map(|e| e.offset()) {
+                    Some(Offset::Offset(o)) => o,
+                    _ => -1,
+                })
+                .collect(),
+            Err(e) => {
+                crate::warn!(
+                    LOG,
+                    "cannot read committed offsets ({e}); starting from the stored position without warm-up"
+                );
+                vec![-1; parts.len()]
+            }
+        };
+        let warm_from: Vec<i64> = if sh.cfg.kafka.warmup && committed.iter().any(|&c| c > 0) {
+            let since = chrono::Utc::now().timestamp_millis() - sh.warmup_ms;
+            let mut q = TopicPartitionList::new();
+            for (t, p, _) in &parts {
+                let _ = q.add_partition_offset(t, *p, Offset::Offset(since));
+            }
+            match consumer.offsets_for_times(q, Duration::from_millis(timeout)) {
+                Ok(r) => parts
+                    .iter()
+                    .map(|(t, p, _)| match r.find_partition(t, *p).map(|e| e.offset()) {
+                        Some(Offset::Offset(o)) => o,
+                        _ => -1,
+                    })
+                    .collect(),
+                Err(e) => {
+                    crate::warn!(LOG, "cannot look up warm-up offsets ({e}); no warm-up");
+                    vec![-1; parts.len()]
+                }
+            }
+        } else {
+            vec![-1; parts.len()]
+        };
+        let mut assign = TopicPartitionList::new();
+        let mut tracker = sh.tracker();
+        let mut notes = Vec::new();
+        for (i, (t, p, _)) in parts.iter().enumerate() {
+            let c = committed[i];
+            let seen = tracker.seen_through(t, *p);
+            let warm = warm_from[i].max(seen + 1);
+            let (start, suppress_until) = if c >= 0 && warm_from[i] >= 0 && warm < c {
+                notes.push(format!("{t}/{p}: warm-up from {warm} to {c}"));
+                (Offset::Offset(warm), c)
+            } else if c >= 0 {
+                (Offset::Offset(c), -1)
+            } else {
+                (Offset::Stored, -1)
+            };
+            let _ = assign.add_partition_offset(t, *p, start);
+            tracker.assign(t, *p, c, suppress_until);
+            if c >= 0 {
+                sh.metrics
+                    .committed_offset
+                    .with_label_values(&[t.as_str(), &p.to_string()])
+                    .set(c);
+            }
+        }
+        let active = tracker.active().count() as i64;
+        drop(tracker);
+        let r = if cooperative {
+            consumer.incremental_assign(&assign)
+        } else {
+            consumer.assign(&assign)
+        };
+        if let Err(e) = r {
+            crate::error!(LOG, "assign failed: {e}");
+        }
+        sh.health.partitions.store(active, Ordering::Relaxed);
+        sh.health.joined.store(true, Ordering::Relaxed);
+        sh.metrics.ready.set(sh.health.ready() as i64);
+        crate::info!(
+            LOG,
+            "assigned {} partition(s): {}{}",
+            parts.len(),
+            parts
+                .iter()
+                .map(|(t, p, _)| format!("{t}/{p}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            if notes.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", notes.join("; "))
+            }
+        );
+    }
+
+    fn on_revoke(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        tpl: &mut TopicPartitionList,
+        cooperative: bool,
+    ) {
+        let sh = &self.shared;
+        sh.metrics.rebalances.with_label_values(&["revoke"]).inc();
+        let parts: Vec<(String, i32)> = tpl_entries(tpl)
+            .into_iter()
+            .map(|(t, p, _)| (t, p))
+            .collect();
+        if consumer.assignment_lost() {
+            crate::warn!(
+                LOG,
+                "assignment lost (session timed out); not committing for {} partition(s)",
+                parts.len()
+            );
+        } else {
+            // Drain: what is in flight gets until the deadline to be acknowledged, then
+            // whatever is acknowledged is committed.
+            if let Some(p) = sh.producer.get() {
+                let _ = p.flush(Duration::from_millis(sh.cfg.kafka.revoke_timeout.ms() as u64));
+            }
+            let list = sh.tracker().to_commit(Some(&parts));
+            commit_sync(consumer, sh, &list, "revoke");
+        }
+        let mut tracker = sh.tracker();
+        for (t, p) in &parts {
+            tracker.revoke(t, *p);
+            let _ = sh
+                .metrics
+                .consumer_lag
+                .remove_label_values(&[t.as_str(), &p.to_string()]);
+        }
+        let active = tracker.active().count() as i64;
+        drop(tracker);
+        let r = if cooperative {
+            consumer.incremental_unassign(tpl)
+        } else {
+            consumer.unassign()
+        };
+        if let Err(e) = r {
+            crate::warn!(LOG, "unassign failed: {e}");
+        }
+        sh.health.partitions.store(active, Ordering::Relaxed);
+        crate::info!(LOG, "revoked {} partition(s)", parts.len());
+    }
+}
+
+/// Commits `(slot, topic, partition, offset)` entries and waits for the answer.
+fn commit_sync<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    sh: &Shared,
+    list: &[(u32, String, i32, i64)],
+    why: &str,
+) -> bool {
+    if list.is_empty() {
+        return true;
+    }
+    let mut tpl = TopicPartitionList::new();
+    for (_, t, p, o) in list {
+        let _ = tpl.add_partition_offset(t, *p, Offset::Offset(*o));
+    }
+    match consumer.commit(&tpl, CommitMode::Sync) {
+        Ok(()) => {
+            let mut tracker = sh.tracker();
+            for (slot, t, p, o) in list {
+                tracker.set_committed(*slot, *o);
+                sh.metrics
+                    .committed_offset
+                    .with_label_values(&[t.as_str(), &p.to_string()])
+                    .set(*o);
+            }
+            crate::debug!(LOG, "committed on {why}: {list:?}");
+            true
+        }
+        Err(e) => {
+            sh.metrics.commit_errors.inc();
+            crate::warn!(LOG, "commit on {why} failed: {e}");
+            false
+        }
+    }
+}
+
+pub struct ProducerCtx {
+    shared: Arc<Shared>,
+}
+
+impl ClientContext for ProducerCtx {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, msg: &str) {
+        rd_log(level, fac, msg);
+    }
+
+    fn error(&self, e: RdError, reason: &str) {
+        logging::log_limited(
+            Level::Warn,
+            LOG,
+            &format!("producer:{e}"),
+            Duration::from_secs(10),
+            format_args!("producer: {e}: {reason}"),
+        );
+    }
+}
+
+/// librdkafka error codes as metric label values.
+fn error_kind(e: &RdError) -> String {
+    match e.rdkafka_error_code() {
+        Some(code) => format!("{code:?}"),
+        None => "other".to_string(),
+    }
+}
+
+impl ProducerContext for ProducerCtx {
+    type DeliveryOpaque = Box<OutMeta>;
+
+    fn delivery(&self, r: &DeliveryResult<'_>, mut meta: Box<OutMeta>) {
+        let sh = &self.shared;
+        match r {
+            Ok(_) => {
+                sh.tracker().acked(meta.origin);
+                match meta.kind {
+                    OutKind::Signal => {
+                        if let Some(ts) = meta.source_ts_ms {
+                            let now = chrono::Utc::now().timestamp_millis();
+                            sh.metrics
+                                .latency
+                                .observe((now - ts).max(0) as f64 / 1000.0);
+                        }
+                    }
+                    OutKind::DeadLetter => sh.metrics.dead_letters.inc(),
+                }
+            }
+            Err((e, msg)) => {
+                let kind = error_kind(e);
+                sh.metrics
+                    .delivery_errors
+                    .with_label_values(&[kind.as_str()])
+                    .inc();
+                meta.attempts += 1;
+                let backoff = backoff(meta.attempts);
+                logging::log_limited(
+                    Level::Error,
+                    LOG,
+                    &format!("delivery:{}:{kind}", msg.topic()),
+                    Duration::from_secs(10),
+                    format_args!(
+                        "delivery to {} failed: {e}; retrying in {:?}; the source offset {} stays uncommitted until it succeeds",
+                        msg.topic(),
+                        backoff,
+                        meta.origin.offset,
+                    ),
+                );
+                let headers = msg
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec()))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let retry = Retry {
+                    topic: msg.topic().to_string(),
+                    key: msg.key().map(<[u8]>::to_vec),
+                    payload: msg.payload().unwrap_or_default().to_vec(),
+                    headers,
+                    meta,
+                    due: Instant::now() + backoff,
+                };
+                sh.retries
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(retry);
+            }
+        }
+    }
+}
+
+fn backoff(attempts: u32) -> Duration {
+    Duration::from_millis((500u64 << attempts.min(7)).min(60_000))
+}
+
+/// The consumer loop. Owns the engine; returns when stopped and drained.
+pub struct Pipeline {
+    consumer: BaseConsumer<ConsumerCtx>,
+    w: Worker,
+    paused: bool,
+}
+
+/// Everything but the consumer, so a polled message (which borrows the consumer) can be
+/// handled through `&mut self.w`.
+struct Worker {
+    engine: Engine,
+    producer: Arc<BaseProducer<ProducerCtx>>,
+    shared: Arc<Shared>,
+    sync: EngineSync,
+    signals: Vec<Signal>,
+    summary: RunSummary,
+}
+
+/// Runs `atowatch run` until `opts.stop` is set (or `stop_after` messages), then drains,
+/// commits and returns. Broker trouble is retried, never returned.
+pub fn run(
+    cfg: Config,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    opts: RunOptions,
+) -> Result<RunSummary, KafkaError> {
+    let mut p = Pipeline::new(cfg, metrics, health)?;
+    p.run(&opts);
+    Ok(p.shutdown())
+}
+
+impl Pipeline {
+    pub fn new(
+        cfg: Config,
+        metrics: Arc<Metrics>,
+        health: Arc<Health>,
+    ) -> Result<Pipeline, KafkaError> {
+        let engine = Engine::new(cfg.clone());
+        let warmup_ms = if cfg.kafka.warmup_window.ms() > 0 {
+            cfg.kafka.warmup_window.ms()
+        } else {
+            engine.max_window_ms()
+        };
+        let shared = Arc::new(Shared {
+            cfg,
+            metrics,
+            health,
+            tracker: Mutex::new(Tracker::new()),
+            retries: Mutex::new(Vec::new()),
+            producer: OnceLock::new(),
+            warmup_ms,
+        });
+        let kcfg = &shared.cfg.kafka;
+        let producer: BaseProducer<ProducerCtx> = producer_config(kcfg)
+            .create_with_context(ProducerCtx {
+                shared: shared.clone(),
+            })
+            .map_err(|e| property_error(kcfg, "producer", e))?;
+        let producer = Arc::new(producer);
+        let _ = shared.producer.set(producer.clone());
+        let consumer: BaseConsumer<ConsumerCtx> = consumer_config(kcfg)
+            .create_with_context(ConsumerCtx {
+                shared: shared.clone(),
+            })
+            .map_err(|e| property_error(kcfg, "consumer", e))?;
+        let topics: Vec<&str> = kcfg.topics.iter().map(String::as_str).collect();
+        consumer
+            .subscribe(&topics)
+            .map_err(|source| KafkaError::Subscribe {
+                topics: kcfg.topics.join(","),
+                source,
+            })?;
+        crate::info!(
+            LOG,
+            "consuming {} as group {} from {}; signals to {}, dead letters to {}",
+            kcfg.topics.join(","),
+            kcfg.group_id,
+            kcfg.brokers,
+            kcfg.signals_topic,
+            kcfg.dead_letter_topic
+        );
+        Ok(Pipeline {
+            consumer,
+            w: Worker {
+                engine,
+                producer,
+                shared,
+                sync: EngineSync::default(),
+                signals: Vec::new(),
+                summary: RunSummary::default(),
+            },
+            paused: false,
+        })
+    }
+
+    pub fn run(&mut self, opts: &RunOptions) {
+        let started = Instant::now();
+        let commit_every = Duration::from_millis(self.w.shared.cfg.kafka.commit_interval.ms() as u64);
+        let mut next_commit = Instant::now() + commit_every;
+        let mut next_gauges = Instant::now();
+        let mut next_bytes = Instant::now() + Duration::from_secs(15);
+        let mut next_progress = Instant::now() + Duration::from_secs(10);
+        let mut last_progress = (0u64, Instant::now());
+        let mut was_warming = false;
+        loop {
+            if opts.stop.load(Ordering::Relaxed)
+                || opts.stop_after.is_some_and(|n| self.w.summary.messages >= n)
+            {
+                break;
+            }
+            self.w.producer.poll(Duration::ZERO);
+            self.w.resend_due();
+            self.backpressure();
+            let t0 = Instant::now();
+            let mut n = 0;
+            while n < BATCH {
+                let wait = if n == 0 { IDLE_POLL } else { Duration::ZERO };
+                match self.consumer.poll(wait) {
+                    Some(Ok(msg)) => {
+                        self.w.handle(&msg);
+                        n += 1;
+                        if opts.stop_after.is_some_and(|s| self.w.summary.messages >= s) {
+                            break;
+                        }
+                    }
+                    Some(Err(e)) => {
+                        logging::log_limited(
+                            Level::Warn,
+                            LOG,
+                            "poll",
+                            Duration::from_secs(10),
+                            format_args!("consume error: {e}"),
+                        );
+                        break;
+                    }
+                    None => break,
+                }
+            }
+            let now = Instant::now();
+            let m = &self.w.shared.metrics;
+            if n > 0 {
+                m.batch_seconds.observe((now - t0).as_secs_f64());
+                self.w.sync.stats(m, self.w.engine.stats());
+                self.w.shared
+                    .health
+                    .brokers_up
+                    .fetch_max(1, Ordering::Relaxed);
+            }
+            if now >= next_commit {
+                self.commit_async();
+                next_commit = now + commit_every;
+            }
+            if now >= next_gauges {
+                self.w.gauges(now >= next_bytes);
+                if now >= next_bytes {
+                    next_bytes = now + Duration::from_secs(15);
+                }
+                next_gauges = now + Duration::from_secs(1);
+                let warming = self.w.shared.tracker().warming();
+                if was_warming && !warming {
+                    crate::info!(
+                        LOG,
+                        "warm-up done: {} events re-read, {} signals suppressed",
+                        self.w.summary.warmup_messages,
+                        self.w.engine.stats().suppressed
+                    );
+                }
+                was_warming = warming;
+            }
+            if now >= next_progress {
+                let (before, at) = last_progress;
+                let rate = (self.w.summary.messages - before) as f64
+                    / now.duration_since(at).as_secs_f64().max(1e-9);
+                crate::info!(
+                    LOG,
+                    "{} events ({:.0}/s), {} signals, {} dead letters, {} outputs awaiting ack",
+                    self.w.summary.messages,
+                    rate,
+                    self.w.summary.signals,
+                    self.w.summary.dead_letters,
+                    self.w.shared.tracker().outstanding()
+                );
+                last_progress = (self.w.summary.messages, now);
+                next_progress = now + Duration::from_secs(10);
+            }
+        }
+        self.w.summary.elapsed = started.elapsed();
+    }
+
+    /// Pauses fetching while too many outputs await acknowledgement (a slow or absent
+    /// broker), so memory stays bounded; resumes at half the limit.
+    fn backpressure(&mut self) {
+        let limit = self.w.shared.cfg.kafka.max_pending_outputs;
+        let pending = self.w.shared.tracker().outstanding();
+        let pause = pending >= limit;
+        let resume = pending < limit / 2;
+        if (pause && !self.paused) || (resume && self.paused) {
+            let Ok(assignment) = self.consumer.assignment() else {
+                return;
+            };
+            let r = if pause {
+                self.consumer.pause(&assignment)
+            } else {
+                self.consumer.resume(&assignment)
+            };
+            if r.is_ok() {
+                self.paused = pause;
+                if pause {
+                    crate::warn!(
+                        LOG,
+                        "{pending} outputs await acknowledgement (kafka.max_pending_outputs = {limit}); fetching paused"
+                    );
+                } else {
+                    crate::info!(LOG, "outputs acknowledged; fetching resumed");
+                }
+            }
+        }
+    }
+
+    fn commit_async(&self) {
+        let list = self.w.shared.tracker().to_commit(None);
+        if list.is_empty() {
+            return;
+        }
+        let mut tpl = TopicPartitionList::new();
+        for (_, t, p, o) in &list {
+            let _ = tpl.add_partition_offset(t, *p, Offset::Offset(*o));
+        }
+        if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
+            self.w.shared.metrics.commit_errors.inc();
+            logging::log_limited(
+                Level::Warn,
+                LOG,
+                "commit",
+                Duration::from_secs(10),
+                format_args!("offset commit failed: {e}"),
+            );
+        }
+    }
+
+    /// Stops fetching, gives in-flight outputs until `kafka.shutdown_timeout` (less a
+    /// reserve for the commit) to be acknowledged, commits, and leaves the group.
+    pub fn shutdown(mut self) -> RunSummary {
+        let sh = self.w.shared.clone();
+        sh.health.stopping.store(true, Ordering::Relaxed);
+        sh.metrics.ready.set(0);
+        let started = Instant::now();
+        let total = Duration::from_millis(sh.cfg.kafka.shutdown_timeout.ms() as u64);
+        let reserve = (total / 5).min(Duration::from_secs(5));
+        let drain_until = started + total.saturating_sub(reserve);
+        if let Ok(a) = self.consumer.assignment() {
+            let _ = self.consumer.pause(&a);
+        }
+        loop {
+            self.w.resend_due();
+            self.w.producer.poll(Duration::from_millis(20));
+            let pending = sh.tracker().outstanding();
+            let queued = sh.retries.lock().unwrap_or_else(|p| p.into_inner()).len();
+            if (pending == 0 && queued == 0 && self.w.producer.in_flight_count() == 0)
+                || Instant::now() >= drain_until
+            {
+                break;
+            }
+        }
+        let list = sh.tracker().to_commit(None);
+        commit_sync(&self.consumer, &sh, &list, "shutdown");
+        self.w.sync.stats(&sh.metrics, self.w.engine.stats());
+        self.w.gauges(true);
+        self.w.summary.unacknowledged = sh.tracker().outstanding();
+        self.w.summary.committed = sh
+            .tracker()
+            .active()
+            .map(|p| (p.topic.clone(), p.partition, p.committed))
+            .collect();
+        if self.w.summary.unacknowledged > 0 {
+            crate::error!(
+                LOG,
+                "{} outputs were not acknowledged by the broker within kafka.shutdown_timeout; their offsets stay uncommitted and are re-read on restart",
+                self.w.summary.unacknowledged
+            );
+        }
+        crate::info!(
+            LOG,
+            "stopped: {} events, {} signals, {} dead letters in {:.1}s; committed {}",
+            self.w.summary.messages,
+            self.w.summary.signals,
+            self.w.summary.dead_letters,
+            self.w.summary.elapsed.as_secs_f64(),
+            self.w.summary
+                .committed
+                .iter()
+                .map(|(t, p, o)| format!("{t}/{p}@{o}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let summary = self.w.summary.clone();
+        // Leave the group now (the revoke callback commits nothing new), within the
+        // remaining bound.
+        self.consumer.unsubscribe();
+        let _ = self.consumer.poll(Duration::from_millis(100));
+        summary
+    }
+}
+
+impl Worker {
+    fn handle(&mut self, msg: &BorrowedMessage<'_>) {
+        let (partition, offset) = (msg.partition(), msg.offset());
+        let mut tracker = self.shared.tracker();
+        let Some(slot) = tracker.slot(msg.topic(), partition) else {
+            return;
+        };
+        let handling = tracker.handling(slot, offset);
+        if matches!(handling, Handling::Skip | Handling::NotAssigned) {
+            return;
+        }
+        tracker.fed(slot, offset);
+        drop(tracker);
+        let payload = msg.payload().unwrap_or_default();
+        if handling == Handling::Warmup {
+            self.summary.warmup_messages += 1;
+            self.shared.metrics.warmup_events.inc();
+            self.engine.set_suppress(true);
+            self.engine.process_json(payload, &mut self.signals);
+            self.engine.set_suppress(false);
+            self.signals.clear();
+            return;
+        }
+        self.summary.messages += 1;
+        self.shared.metrics.messages.inc();
+        let invalid = match self.engine.process_json(payload, &mut self.signals) {
+            Processed::Invalid(e) => Some(e),
+            _ => None,
+        };
+        let outputs = self.signals.len() as u32 + invalid.is_some() as u32;
+        let origin = self.shared.tracker().processed(slot, offset, outputs);
+        if outputs == 0 {
+            return;
+        }
+        let source_ts = msg.timestamp().to_millis();
+        let sh = self.shared.clone();
+        let src_headers = |h: OwnedHeaders| {
+            h.insert(Header {
+                key: "atowatch.source.topic",
+                value: Some(msg.topic()),
+            })
+            .insert(Header {
+                key: "atowatch.source.partition",
+                value: Some(&partition.to_string()),
+            })
+            .insert(Header {
+                key: "atowatch.source.offset",
+                value: Some(&offset.to_string()),
+            })
+        };
+        let signals = std::mem::take(&mut self.signals);
+        for s in &signals {
+            self.summary.signals += 1;
+            sh.metrics.signal(s.rule, s.severity);
+            let json = s.to_json();
+            let headers = src_headers(OwnedHeaders::new_with_capacity(4)).insert(Header {
+                key: "atowatch.rule",
+                value: Some(s.rule.as_str()),
+            });
+            let meta = Box::new(OutMeta {
+                origin,
+                kind: OutKind::Signal,
+                source_ts_ms: source_ts,
+                attempts: 0,
+            });
+            let rec = BaseRecord::with_opaque_to(&sh.cfg.kafka.signals_topic, meta)
+                .key(s.entity.value.as_bytes())
+                .payload(json.as_bytes())
+                .headers(headers);
+            self.send(rec);
+        }
+        self.signals = signals;
+        self.signals.clear();
+        if let Some(e) = invalid {
+            self.summary.dead_letters += 1;
+            let headers = src_headers(OwnedHeaders::new_with_capacity(5))
+                .insert(Header {
+                    key: "atowatch.reason",
+                    value: Some(e.reason.as_str()),
+                })
+                .insert(Header {
+                    key: "atowatch.detail",
+                    value: Some(e.detail.as_str()),
+                });
+            let meta = Box::new(OutMeta {
+                origin,
+                kind: OutKind::DeadLetter,
+                source_ts_ms: source_ts,
+                attempts: 0,
+            });
+            let mut rec = BaseRecord::with_opaque_to(&sh.cfg.kafka.dead_letter_topic, meta)
+                .payload(payload)
+                .headers(headers);
+            if let Some(k) = msg.key() {
+                rec = rec.key(k);
+            }
+            self.send(rec);
+        }
+    }
+
+    /// Sends, waiting for room when librdkafka's queue is full. Anything else that
+    /// fails at once is handled like a failed delivery: retried, offset held.
+    fn send(&self, mut rec: BaseRecord<'_, [u8], [u8], Box<OutMeta>>) {
+        loop {
+            match self.producer.send(rec) {
+                Ok(()) => return,
+                Err((RdError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    rec = r;
+                    self.producer.poll(Duration::from_millis(10));
+                }
+                Err((e, r)) => {
+                    let kind = error_kind(&e);
+                    self.shared
+                        .metrics
+                        .delivery_errors
+                        .with_label_values(&[kind.as_str()])
+                        .inc();
+                    let mut meta = r.delivery_opaque;
+                    meta.attempts += 1;
+                    crate::error!(
+                        LOG,
+                        "cannot send to {}: {e}; retrying in {:?}",
+                        r.topic,
+                        backoff(meta.attempts)
+                    );
+                    let headers = r
+                        .headers
+                        .as_ref()
+                        .map(|h| {
+                            h.iter()
+                                .map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec()))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    let due = Instant::now() + backoff(meta.attempts);
+                    self.shared
+                        .retries
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(Retry {
+                            topic: r.topic.to_string(),
+                            key: r.key.map(<[u8]>::to_vec),
+                            payload: r.payload.map(<[u8]>::to_vec).unwrap_or_default(),
+                            headers,
+                            meta,
+                            due,
+                        });
+                    return;
+                }
+            }
+        }
+    }
+
+    fn resend_due(&self) {
+        let due: Vec<Retry> = {
+            let mut q = self
+                .shared
+                .retries
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if q.is_empty() {
+                return;
+            }
+            let now = Instant::now();
+            let (due, wait): (Vec<Retry>, Vec<Retry>) = q.drain(..).partition(|r| r.due <= now);
+            *q = wait;
+            due
+        };
+        for r in due {
+            let mut headers = OwnedHeaders::new_with_capacity(r.headers.len());
+            for (k, v) in &r.headers {
+                headers = headers.insert(Header {
+                    key: k.as_str(),
+                    value: Some(v.as_slice()),
+                });
+            }
+            let mut rec = BaseRecord::with_opaque_to(&r.topic, r.meta)
+                .payload(r.payload.as_slice())
+                .headers(headers);
+            if let Some(k) = &r.key {
+                rec = rec.key(k.as_slice());
+            }
+            self.send(rec);
+        }
+    }
+
+    fn gauges(&mut self, bytes: bool) {
+        let sh = &self.shared;
+        let m = &sh.metrics;
+        let size = if bytes {
+            self.engine.state_size()
+        } else {
+            self.engine.state_counts()
+        };
+        let mut size = size;
+        if !bytes {
+            size.bytes = m.state_bytes.get() as usize;
+        }
+        self.sync.state(m, &size, Some(self.engine.watermark()));
+        m.producer_queue.set(self.producer.in_flight_count() as i64);
+        m.pending_outputs.set(sh.tracker().outstanding() as i64);
+        m.retry_queue.set(
+            sh.retries
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .len() as i64,
+        );
+        sh.health
+            .heartbeat_ms
+            .store(chrono::Utc::now().timestamp_millis(), Ordering::Relaxed);
+        m.ready.set(sh.health.ready() as i64);
+    }
+}
