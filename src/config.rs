@@ -305,6 +305,7 @@ pub struct KafkaConfig {
     pub warmup: bool,
     /// `0s` means the longest enabled rule window plus the allowed lateness.
     pub warmup_window: Dur,
+    pub warmup_max_events: u64,
     pub max_pending_outputs: usize,
     pub properties: Properties,
     pub consumer_properties: Properties,
@@ -329,6 +330,7 @@ impl Default for KafkaConfig {
             shutdown_timeout: Dur::secs(25),
             warmup: true,
             warmup_window: Dur(0),
+            warmup_max_events: 2_000_000,
             max_pending_outputs: 100_000,
             properties: props(&[("statistics.interval.ms", "1000")]),
             consumer_properties: props(&[("auto.offset.reset", "earliest")]),

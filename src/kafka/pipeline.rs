@@ -301,6 +301,31 @@ impl ConsumerCtx {
         } else {
             vec![-1; parts.len()]
         };
+        // Bound the re-read by count too, and fall back to the log start when the broker
+        // cannot look offsets up by time (librdkafka's mock broker answers -1).
+        let cap = sh.cfg.kafka.warmup_max_events as i64;
+        let warm_from: Vec<i64> = parts
+            .iter()
+            .zip(&warm_from)
+            .zip(&committed)
+            .map(|(((t, p, _), &w), &c)| {
+                if !sh.cfg.kafka.warmup || c <= 0 {
+                    return -1;
+                }
+                let w = if w >= 0 {
+                    w
+                } else {
+                    match consumer.fetch_watermarks(t, *p, Duration::from_millis(timeout)) {
+                        Ok((low, _)) => low,
+                        Err(e) => {
+                            crate::warn!(LOG, "cannot read {t}/{p} watermarks ({e}); no warm-up");
+                            return -1;
+                        }
+                    }
+                };
+                w.max(c - cap)
+            })
+            .collect();
         let mut assign = TopicPartitionList::new();
         let mut tracker = sh.tracker();
         let mut notes = Vec::new();
@@ -820,8 +845,9 @@ impl Pipeline {
         }
         crate::info!(
             LOG,
-            "stopped: {} events, {} signals, {} dead letters in {:.1}s; committed {}",
+            "stopped: {} events ({} more re-read for warm-up), {} signals, {} dead letters in {:.1}s; committed {}",
             self.w.summary.messages,
+            self.w.summary.warmup_messages,
             self.w.summary.signals,
             self.w.summary.dead_letters,
             self.w.summary.elapsed.as_secs_f64(),
@@ -849,6 +875,9 @@ impl Worker {
             return;
         };
         let handling = tracker.handling(slot, offset);
+        if logging::enabled(Level::Debug) {
+            crate::debug!(LOG, "message {}/{partition}@{offset} {handling:?}", msg.topic());
+        }
         if matches!(handling, Handling::Skip | Handling::NotAssigned) {
             return;
         }

@@ -2,6 +2,7 @@
 //! a harness that feeds an engine and collects its signals, and config shortcuts.
 #![allow(dead_code)]
 
+pub mod kafka;
 pub mod tansu;
 
 use std::sync::atomic::{AtomicU64, Ordering};

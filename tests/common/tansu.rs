@@ -12,6 +12,22 @@
 //! port. tansu 0.6 opens exactly one socket (the Kafka listener): no Prometheus, schema-registry
 //! or admin port to collide on. The broker is killed (and reaped) when the [`Tansu`] is dropped.
 //!
+//! Known differences from Apache Kafka (tansu 0.6.0, `memory://` storage), found by probing:
+//! - A fetch from an offset inside a record batch skips the rest of that batch: the broker only
+//!   serves batches whose *base* offset is at or after the fetch offset. Resuming from a
+//!   committed offset or seeking therefore loses records unless every record is its own batch:
+//!   produce test input with [`Tansu::producer_config`] (`batch.num.messages=1`).
+//! - ListOffsets "latest" (`fetch_watermarks`' high mark, `auto.offset.reset=latest`) is the
+//!   last batch's base offset + 1, too low when that batch holds several records. Fetch
+//!   responses (and so statistics' `hi_offset`/`consumer_lag`) are right.
+//! - `offsets_for_times` compares the broker's append time of each batch, not record
+//!   timestamps, and answers offset 0 (not end/-1) when nothing was appended after the time.
+//! - No topic auto-creation (produce to an unknown topic times out): create topics first.
+//! - Not implemented: KIP-848 `group.protocol=consumer` (the member never gets an assignment),
+//!   EndTxn (transactions), CreatePartitions, OffsetForLeaderEpoch. Static membership
+//!   (`group.instance.id`) rebalances forever with `session.timeout.ms=6000` (fine at 10 s+).
+//! - Classic group rebalances take ~3 s (the coordinator pauses joining followers).
+//!
 //! Environment:
 //! - `TANSU_BIN`: path of the `tansu` binary (otherwise `PATH`, then `$CARGO_HOME/bin`, then
 //!   `~/.cargo/bin`).
@@ -218,6 +234,14 @@ impl Tansu {
             .set("broker.address.family", "v4")
             .set("reconnect.backoff.ms", "50")
             .set("reconnect.backoff.max.ms", "500");
+        config
+    }
+
+    /// [`Tansu::client_config`] for producing test input: one record per batch, so consumers
+    /// can start at any offset (tansu skips the rest of a batch fetched from its middle).
+    pub fn producer_config(&self) -> ClientConfig {
+        let mut config = self.client_config();
+        config.set("batch.num.messages", "1");
         config
     }
 

@@ -1,0 +1,344 @@
+//! Kafka helpers for integration tests: a mock cluster with atowatch's topics, producing,
+//! reading a topic back whole, running the pipeline in-process, scraping HTTP.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientConfig;
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+
+use atowatch::config::Config;
+use atowatch::engine::Engine;
+use atowatch::kafka::{self, Health, RunOptions, RunSummary};
+use atowatch::metrics::Metrics;
+
+pub const EVENTS: &str = "auth-events";
+pub const SIGNALS: &str = "ato-signals";
+pub const DLQ: &str = "auth-events-dlq";
+
+pub struct Cluster {
+    pub mock: MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    pub brokers: String,
+    pub partitions: i32,
+}
+
+impl Cluster {
+    pub fn new(partitions: i32) -> Cluster {
+        let mock = MockCluster::new(1).expect("mock cluster");
+        mock.create_topic(EVENTS, partitions, 1).expect("topic");
+        mock.create_topic(SIGNALS, 1, 1).expect("topic");
+        mock.create_topic(DLQ, 1, 1).expect("topic");
+        let brokers = mock.bootstrap_servers();
+        Cluster {
+            mock,
+            brokers,
+            partitions,
+        }
+    }
+}
+
+static GROUP: AtomicU64 = AtomicU64::new(0);
+
+/// A config pointing at `brokers`, with a group of its own and quick commits.
+pub fn config(brokers: &str) -> Config {
+    let mut cfg = Config::default();
+    cfg.kafka.brokers = brokers.to_string();
+    cfg.kafka.group_id = format!(
+        "atowatch-test-{}-{}",
+        std::process::id(),
+        GROUP.fetch_add(1, Ordering::Relaxed)
+    );
+    cfg.kafka.commit_interval = atowatch::config::Dur(200);
+    cfg
+}
+
+#[derive(Default)]
+struct CountFailures {
+    failed: AtomicU64,
+}
+impl ClientContext for CountFailures {}
+impl ProducerContext for CountFailures {
+    type DeliveryOpaque = ();
+    fn delivery(&self, r: &DeliveryResult<'_>, _: ()) {
+        if r.is_err() {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Produces payloads in order, each keyed by `key_of` (None: no key), and waits until
+/// all are acknowledged.
+pub fn produce<'a>(
+    brokers: &str,
+    topic: &str,
+    payloads: impl IntoIterator<Item = &'a [u8]>,
+    partition: Option<i32>,
+) -> u64 {
+    let p: BaseProducer<CountFailures> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "1")
+        // The mock broker keeps only the newest 5 MiB of each partition; compressed
+        // batches let a test's whole input stay readable (for warm-up re-reads too).
+        .set("compression.type", "lz4")
+        .create_with_context(CountFailures::default())
+        .expect("producer");
+    let mut n = 0;
+    for payload in payloads {
+        let mut rec: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).payload(payload);
+        if let Some(part) = partition {
+            rec = rec.partition(part);
+        }
+        let key = atowatch::kafka::produce::event_key(payload);
+        if !key.is_empty() {
+            rec = rec.key(key);
+        }
+        let mut rec = rec;
+        loop {
+            match p.send(rec) {
+                Ok(()) => break,
+                Err((_, r)) => {
+                    rec = r;
+                    p.poll(Duration::from_millis(10));
+                }
+            }
+        }
+        n += 1;
+    }
+    p.flush(Duration::from_secs(30)).expect("flush");
+    assert_eq!(
+        p.context().failed.load(Ordering::Relaxed),
+        0,
+        "deliveries failed"
+    );
+    n
+}
+
+#[derive(Clone, Debug)]
+pub struct Record {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
+    pub headers: BTreeMap<String, String>,
+}
+
+impl Record {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.payload).into_owned()
+    }
+}
+
+/// Every record in `topic`, by partition then offset, up to the high watermarks.
+pub fn read_all(brokers: &str, topic: &str) -> Vec<Record> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "atowatch-test-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let md = c
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
+    let parts: Vec<i32> = md.topics()[0].partitions().iter().map(|p| p.id()).collect();
+    let mut tpl = TopicPartitionList::new();
+    let mut remaining = 0;
+    let mut highs = BTreeMap::new();
+    for &p in &parts {
+        let (lo, hi) = c
+            .fetch_watermarks(topic, p, Duration::from_secs(10))
+            .expect("watermarks");
+        if hi > lo {
+            tpl.add_partition_offset(topic, p, Offset::Beginning)
+                .unwrap();
+            remaining += 1;
+            highs.insert(p, hi);
+        }
+    }
+    let mut out = Vec::new();
+    if remaining == 0 {
+        return out;
+    }
+    c.assign(&tpl).expect("assign");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut done = BTreeMap::new();
+    while done.len() < highs.len() {
+        assert!(Instant::now() < deadline, "reading {topic} timed out");
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
+            let headers = m
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|h| {
+                            (
+                                h.key.to_string(),
+                                String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let (p, o) = (m.partition(), m.offset());
+            out.push(Record {
+                partition: p,
+                offset: o,
+                key: m.key().map(<[u8]>::to_vec),
+                payload: m.payload().unwrap_or_default().to_vec(),
+                headers,
+            });
+            if o + 1 >= highs[&p] {
+                done.insert(p, true);
+            }
+        }
+    }
+    out.sort_by_key(|r| (r.partition, r.offset));
+    out
+}
+
+/// The signal JSON lines in the signals topic.
+pub fn signals(brokers: &str) -> Vec<String> {
+    read_all(brokers, SIGNALS)
+        .iter()
+        .map(Record::text)
+        .collect()
+}
+
+/// The group's committed offset for each partition of `topic` (-1: none).
+pub fn committed(brokers: &str, group: &str, topic: &str, partitions: i32) -> Vec<i64> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let got = c
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .expect("committed offsets");
+    (0..partitions)
+        .map(|p| match got.find_partition(topic, p).map(|e| e.offset()) {
+            Some(Offset::Offset(o)) => o,
+            _ => -1,
+        })
+        .collect()
+}
+
+/// Runs the pipeline in-process until it has handled `n` live messages, then stops it
+/// gracefully. Panics after `limit`.
+pub fn run_until(cfg: Config, n: u64, limit: Duration) -> (RunSummary, Arc<Metrics>) {
+    let metrics = Arc::new(Metrics::new());
+    let health = Arc::new(Health::default());
+    let opts = RunOptions {
+        stop_after: Some(n),
+        ..RunOptions::default()
+    };
+    let stop = opts.stop.clone();
+    let m = metrics.clone();
+    let h = std::thread::spawn(move || kafka::run(cfg, m, health, opts));
+    let deadline = Instant::now() + limit;
+    while !h.is_finished() {
+        if Instant::now() > deadline {
+            stop.store(true, Ordering::Relaxed);
+            let _ = h.join();
+            panic!(
+                "pipeline did not handle {n} messages within {limit:?} (handled {})",
+                metrics.messages.get()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let summary = h.join().expect("pipeline thread").expect("pipeline");
+    (summary, metrics)
+}
+
+/// The signals `replay` finds on the same payloads, as JSON lines.
+pub fn replay(cfg: &Config, payloads: &[Vec<u8>]) -> Vec<String> {
+    let mut engine = Engine::new(cfg.clone());
+    let mut out = Vec::new();
+    for p in payloads {
+        engine.process_json(p, &mut out);
+    }
+    out.iter().map(|s| s.to_json()).collect()
+}
+
+/// A plain HTTP/1.1 GET: (status, body).
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).expect("read response");
+    let status = buf
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status line");
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    // Chunked bodies: keep the lines that are not chunk sizes.
+    (status, dechunk(&body))
+}
+
+fn dechunk(body: &str) -> String {
+    let mut out = String::new();
+    let mut rest = body;
+    loop {
+        let Some((size, after)) = rest.split_once("\r\n") else {
+            return body.to_string();
+        };
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            return body.to_string();
+        };
+        if n == 0 {
+            return out;
+        }
+        if after.len() < n {
+            return body.to_string();
+        }
+        out.push_str(&after[..n]);
+        rest = after[n..].trim_start_matches("\r\n");
+    }
+}
+
+/// Prometheus text format to `name{labels}` -> value (label order as printed).
+pub fn parse_metrics(text: &str) -> BTreeMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            Some((k.to_string(), v.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Sum of every sample of a metric whose labels include all of `labels`.
+pub fn metric_sum(m: &BTreeMap<String, f64>, name: &str, labels: &[(&str, &str)]) -> f64 {
+    m.iter()
+        .filter(|(k, _)| {
+            let (n, l) = k.split_once('{').unwrap_or((k.as_str(), ""));
+            n == name
+                && labels
+                    .iter()
+                    .all(|(lk, lv)| l.contains(&format!("{lk}=\"{lv}\"")))
+        })
+        .map(|(_, v)| v)
+        .sum()
+}

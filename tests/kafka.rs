@@ -1,0 +1,502 @@
+//! The Kafka runtime against librdkafka's mock cluster: the real protocol over TCP on
+//! loopback, in-process (`kafka::run`) and as the `atowatch run` binary.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use atowatch::kafka::{self, Health, RunOptions};
+use atowatch::metrics::Metrics;
+use atowatch::simulate::{SimOptions, generate};
+
+use common::kafka::*;
+use common::{ATTACKER, Ev, MIN, SEC, T0};
+
+/// A bruteforce on one account: 12 failures in 2 minutes from one IP, then a success.
+fn bruteforce_events() -> Vec<Vec<u8>> {
+    let mut v: Vec<Vec<u8>> = (0..12)
+        .map(|i| {
+            Ev::failure(T0 + i * 10 * SEC, ATTACKER, "victim@example.com")
+                .json()
+                .into_bytes()
+        })
+        .collect();
+    v.push(
+        Ev::success(T0 + 3 * MIN, ATTACKER, "victim@example.com")
+            .json()
+            .into_bytes(),
+    );
+    v
+}
+
+/// Two hours of simulated traffic with every attack that fits, thinned to ~25k events so
+/// the whole input stays within the mock broker's per-partition retention (5 MiB).
+fn simulated(seed: u64, minutes: i64) -> Vec<Vec<u8>> {
+    let opts = SimOptions {
+        benign_events: Some(12_000),
+        accounts: 2_000,
+        ips: 1_500,
+        ..SimOptions::for_duration(seed, minutes * MIN)
+    };
+    let sim = generate(&opts).expect("simulate");
+    (0..sim.len())
+        .map(|i| {
+            let mut b = Vec::new();
+            sim.write_event_json(i, &mut b);
+            b
+        })
+        .collect()
+}
+
+fn signal_id(json: &str) -> String {
+    let v: serde_json::Value = serde_json::from_str(json).expect("signal JSON");
+    v["signal_id"].as_str().expect("signal_id").to_string()
+}
+
+#[test]
+fn an_attack_produced_to_the_topic_comes_out_as_a_signal() {
+    let c = Cluster::new(1);
+    let events = bruteforce_events();
+    produce(&c.brokers, EVENTS, events.iter().map(Vec::as_slice), None);
+    let cfg = config(&c.brokers);
+    let group = cfg.kafka.group_id.clone();
+    let (summary, _) = run_until(cfg, events.len() as u64, Duration::from_secs(60));
+    assert_eq!(summary.messages, events.len() as u64);
+
+    let out = read_all(&c.brokers, SIGNALS);
+    let bf: Vec<&Record> = out
+        .iter()
+        .filter(|r| r.headers.get("atowatch.rule").map(String::as_str) == Some("bruteforce"))
+        .collect();
+    assert_eq!(bf.len(), 1, "one bruteforce signal: {out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&bf[0].payload).unwrap();
+    assert_eq!(v["entity"]["value"], "victim@example.com");
+    assert_eq!(v["evidence"]["failures"], 10);
+    assert_eq!(
+        bf[0].key.as_deref(),
+        Some(&b"victim@example.com"[..]),
+        "signals are keyed by entity"
+    );
+    assert_eq!(bf[0].headers["atowatch.source.topic"], EVENTS);
+    assert_eq!(bf[0].headers["atowatch.source.offset"], "9", "the 10th failure");
+    assert!(
+        out.iter().any(|r| r.text().contains("\"account_takeover\"")),
+        "the success after the attack is a takeover: {out:?}"
+    );
+    assert_eq!(
+        committed(&c.brokers, &group, EVENTS, 1),
+        vec![events.len() as i64],
+        "everything acknowledged is committed on stop"
+    );
+}
+
+#[test]
+fn run_finds_the_same_signals_as_replay_on_the_same_events() {
+    let c = Cluster::new(1);
+    let events = simulated(11, 120);
+    produce(&c.brokers, EVENTS, events.iter().map(Vec::as_slice), None);
+    let cfg = config(&c.brokers);
+    let expected = replay(&cfg, &events);
+    assert!(expected.len() > 5, "the simulation has attacks");
+    let (summary, _) = run_until(cfg, events.len() as u64, Duration::from_secs(120));
+    assert_eq!(summary.signals, expected.len() as u64);
+    let got = signals(&c.brokers);
+    assert_eq!(got, expected, "byte-identical signals, in the same order");
+}
+
+#[test]
+fn invalid_events_land_in_the_dead_letter_topic_with_reason_headers() {
+    let c = Cluster::new(1);
+    let good = Ev::failure(T0, ATTACKER, "a@example.com").json().into_bytes();
+    let inputs: Vec<(Vec<u8>, &str)> = vec![
+        (b"this is not json".to_vec(), "invalid_json"),
+        (good.clone(), ""),
+        (br#"["an","array"]"#.to_vec(), "not_an_object"),
+        (
+            br#"{"type":"user.login","ts":"2026-11-21T10:00:00Z","ip":"203.0.113.9","user":{"login":"x"}}"#
+                .to_vec(),
+            "missing_field",
+        ),
+        (
+            br#"{"type":"user.logout","outcome":"success","ts":"2026-11-21T10:00:00Z","ip":"203.0.113.9","user":{"login":"x"}}"#
+                .to_vec(),
+            "unknown_event_type",
+        ),
+        (
+            br#"{"type":"user.login","outcome":"failure","ts":"2026-11-21T10:00:00Z","ip":"not-an-ip","user":{"login":"x"}}"#
+                .to_vec(),
+            "invalid_ip",
+        ),
+        (vec![0xff, 0xfe, b'{'], "invalid_json"),
+        (good, ""),
+    ];
+    produce(&c.brokers, EVENTS, inputs.iter().map(|(p, _)| p.as_slice()), None);
+    let cfg = config(&c.brokers);
+    let (summary, metrics) = run_until(cfg, inputs.len() as u64, Duration::from_secs(60));
+    assert_eq!(summary.dead_letters, 6);
+    let dlq = read_all(&c.brokers, DLQ);
+    let expected: Vec<(usize, &(Vec<u8>, &str))> = inputs
+        .iter()
+        .enumerate()
+        .filter(|(_, (_, r))| !r.is_empty())
+        .collect();
+    assert_eq!(dlq.len(), expected.len());
+    for (rec, (offset, (payload, reason))) in dlq.iter().zip(&expected) {
+        assert_eq!(&rec.payload, payload, "dead letters are byte for byte");
+        assert_eq!(rec.headers["atowatch.reason"], *reason);
+        assert!(!rec.headers["atowatch.detail"].is_empty());
+        assert_eq!(rec.headers["atowatch.source.topic"], EVENTS);
+        assert_eq!(rec.headers["atowatch.source.partition"], "0");
+        assert_eq!(rec.headers["atowatch.source.offset"], offset.to_string());
+    }
+    assert_eq!(metrics.dead_letters.get(), 6, "all acknowledged");
+}
+
+#[test]
+fn broker_down_then_up_loses_nothing() {
+    let c = Cluster::new(1);
+    let events = simulated(5, 120);
+    let half = events.len() / 2;
+    produce(&c.brokers, EVENTS, events[..half].iter().map(Vec::as_slice), None);
+    let cfg = config(&c.brokers);
+    let expected = replay(&cfg, &events);
+
+    let metrics = Arc::new(Metrics::new());
+    let health = Arc::new(Health::default());
+    let opts = RunOptions {
+        stop_after: Some(events.len() as u64),
+        ..RunOptions::default()
+    };
+    let (m, h) = (metrics.clone(), health.clone());
+    let run = std::thread::spawn(move || kafka::run(cfg, m, h, opts));
+    wait_for("the first half", Duration::from_secs(60), || {
+        metrics.messages.get() >= half as u64
+    });
+    c.mock.broker_down(1).expect("broker down");
+    wait_for("/readyz to turn not ready", Duration::from_secs(30), || {
+        !health.ready()
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    c.mock.broker_up(1).expect("broker up");
+    produce(&c.brokers, EVENTS, events[half..].iter().map(Vec::as_slice), None);
+    wait_for("the pipeline to finish", Duration::from_secs(120), || run.is_finished());
+    let summary = run.join().unwrap().expect("run");
+    assert_eq!(summary.messages, events.len() as u64);
+    assert_eq!(summary.unacknowledged, 0);
+    let got: BTreeSet<String> = signals(&c.brokers).into_iter().collect();
+    let want: BTreeSet<String> = expected.into_iter().collect();
+    assert_eq!(got, want, "every signal arrives, none twice-different");
+}
+
+fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn metrics_scraped_over_http_match_what_was_sent() {
+    let c = Cluster::new(2);
+    let mut events = bruteforce_events();
+    events.push(b"garbage".to_vec());
+    events.push(br#"{"type":"user.login"}"#.to_vec());
+    let cfg = config(&c.brokers);
+    let group = cfg.kafka.group_id.clone();
+
+    let metrics = Arc::new(Metrics::new());
+    let health = Arc::new(Health::default());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let state = atowatch::http::HttpState {
+        metrics: metrics.clone(),
+        health: health.clone(),
+    };
+    let addr = rt
+        .block_on(atowatch::http::serve("127.0.0.1:0", state))
+        .expect("bind")
+        .to_string();
+    assert_eq!(http_get(&addr, "/healthz").0, 200);
+    assert_eq!(http_get(&addr, "/readyz").0, 503, "not ready before joining");
+
+    let opts = RunOptions {
+        stop_after: Some(events.len() as u64),
+        ..RunOptions::default()
+    };
+    let (m, h) = (metrics.clone(), health.clone());
+    let run = std::thread::spawn(move || kafka::run(cfg, m, h, opts));
+    wait_for("/readyz", Duration::from_secs(30), || {
+        http_get(&addr, "/readyz").0 == 200
+    });
+    produce(&c.brokers, EVENTS, events.iter().map(Vec::as_slice), None);
+    wait_for("the run", Duration::from_secs(60), || run.is_finished());
+    let summary = run.join().unwrap().expect("run");
+
+    let (status, body) = http_get(&addr, "/metrics");
+    assert_eq!(status, 200);
+    let m = parse_metrics(&body);
+    let get = |name: &str, labels: &[(&str, &str)]| metric_sum(&m, name, labels);
+    assert_eq!(get("atowatch_messages_total", &[]), 15.0);
+    assert_eq!(
+        get("atowatch_events_total", &[("type", "user.login"), ("outcome", "failure")]),
+        12.0
+    );
+    assert_eq!(
+        get("atowatch_events_total", &[("type", "user.login"), ("outcome", "success")]),
+        1.0
+    );
+    assert_eq!(get("atowatch_invalid_events_total", &[("reason", "invalid_json")]), 1.0);
+    assert_eq!(get("atowatch_invalid_events_total", &[("reason", "missing_field")]), 1.0);
+    assert_eq!(get("atowatch_dead_letters_total", &[]), 2.0);
+    let in_topic = signals(&c.brokers).len() as f64;
+    assert_eq!(get("atowatch_signals_total", &[]), in_topic);
+    assert_eq!(
+        get("atowatch_signals_total", &[("rule", "bruteforce"), ("severity", "medium")]),
+        1.0
+    );
+    assert_eq!(
+        get("atowatch_event_to_signal_latency_seconds_count", &[]),
+        in_topic
+    );
+    let committed_now = committed(&c.brokers, &group, EVENTS, 2);
+    assert_eq!(
+        get("atowatch_committed_offset", &[]),
+        committed_now.iter().filter(|&&o| o > 0).sum::<i64>() as f64
+    );
+    assert_eq!(committed_now.iter().sum::<i64>(), 15);
+    assert_eq!(get("atowatch_tracked_keys", &[("kind", "ip")]), 1.0);
+    assert!(get("atowatch_state_bytes", &[]) > 0.0);
+    assert_eq!(get("atowatch_rebalances_total", &[("kind", "assign")]), 1.0);
+    assert_eq!(get("atowatch_build_info", &[]), 1.0);
+    assert!(m.keys().any(|k| k.starts_with("atowatch_batch_processing_seconds_bucket")));
+    assert!(m.contains_key("atowatch_producer_queue_messages"));
+    assert!(m.contains_key("atowatch_pending_outputs"));
+    assert_eq!(summary.messages, 15);
+    let (status, body) = http_get(&addr, "/readyz");
+    assert_eq!((status, body.trim()), (503, "not ready: shutting down"));
+}
+
+// ---------------------------------------------------------------------------------------
+// The binary, as a user runs it.
+
+struct Proc {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    log: Vec<String>,
+}
+
+impl Proc {
+    fn start(brokers: &str, group: &str) -> Proc {
+        // A killed member holds its partitions until its session times out; a short
+        // session lets the restart take over within the test's patience.
+        let dir = common::scratch_dir(&format!("kafka-run-{group}"));
+        let cfg = dir.join(format!("{group}.toml"));
+        std::fs::write(
+            &cfg,
+            "[kafka]\ncommit_interval = \"200ms\"\n\n[kafka.consumer_properties]\n\
+             \"auto.offset.reset\" = \"earliest\"\n\"session.timeout.ms\" = 6000\n\
+             \"heartbeat.interval.ms\" = 500\n",
+        )
+        .unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_atowatch"))
+            .arg("run")
+            .arg("--config")
+            .arg(&cfg)
+            .env("ATOWATCH_BROKERS", brokers)
+            .env("ATOWATCH_GROUP_ID", group)
+            .env("ATOWATCH_HTTP_BIND", "127.0.0.1:0")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn atowatch run");
+        let (tx, rx) = mpsc::channel();
+        let err = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Proc {
+            child,
+            lines: rx,
+            log: Vec::new(),
+        }
+    }
+
+    /// Waits for a stderr line containing `needle`; returns it.
+    fn expect_line(&mut self, needle: &str, limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => {
+                    self.log.push(l.clone());
+                    if l.contains(needle) {
+                        return l;
+                    }
+                }
+                Err(_) => panic!(
+                    "no line containing {needle:?} within {limit:?}; stderr so far:\n{}",
+                    self.log.join("\n")
+                ),
+            }
+        }
+    }
+
+    fn http_addr(&mut self) -> String {
+        let l = self.expect_line("serving /metrics", Duration::from_secs(30));
+        l.rsplit("http://").next().unwrap().trim().to_string()
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok);
+    }
+
+    fn wait(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            while let Ok(l) = self.lines.try_recv() {
+                self.log.push(l);
+            }
+            if let Some(s) = self.child.try_wait().unwrap() {
+                while let Ok(l) = self.lines.recv_timeout(Duration::from_millis(200)) {
+                    self.log.push(l);
+                }
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "did not exit within {limit:?}; stderr:\n{}",
+                self.log.join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn scrape(addr: &str, name: &str) -> f64 {
+    metric_sum(&parse_metrics(&http_get(addr, "/metrics").1), name, &[])
+}
+
+#[test]
+fn sigterm_drains_commits_and_exits_zero() {
+    let c = Cluster::new(2);
+    let events = simulated(3, 120);
+    produce(&c.brokers, EVENTS, events.iter().map(Vec::as_slice), None);
+    let group = "atowatch-sigterm";
+    let mut p = Proc::start(&c.brokers, group);
+    let addr = p.http_addr();
+    wait_for("all events consumed", Duration::from_secs(60), || {
+        scrape(&addr, "atowatch_messages_total") >= events.len() as f64
+    });
+    let started = Instant::now();
+    p.signal("TERM");
+    let status = p.wait(Duration::from_secs(30));
+    assert!(status.success(), "exit status {status:?}; stderr:\n{}", p.log.join("\n"));
+    assert!(started.elapsed() < Duration::from_secs(25), "within kafka.shutdown_timeout");
+    assert!(p.log.iter().any(|l| l.contains("stopped:")), "{:?}", p.log);
+    let committed = committed(&c.brokers, group, EVENTS, 2);
+    assert_eq!(
+        committed.iter().sum::<i64>(),
+        events.len() as i64,
+        "every partition committed to its end"
+    );
+}
+
+#[test]
+fn a_killed_consumer_restarts_redelivers_and_misses_no_signal() {
+    let c = Cluster::new(1);
+    let events = simulated(21, 120);
+    let cfg = config(&c.brokers);
+    let expected: BTreeSet<String> = replay(&cfg, &events)
+        .iter()
+        .map(|s| signal_id(s))
+        .collect();
+    assert!(expected.len() > 10);
+    let group = "atowatch-sigkill";
+    let mut p = Proc::start(&c.brokers, group);
+    let addr = p.http_addr();
+    // The first 60% is processed and committed; the kill lands while the rest is being
+    // processed, after outputs were published and before their offsets are committed.
+    let first = events.len() * 6 / 10;
+    produce(&c.brokers, EVENTS, events[..first].iter().map(Vec::as_slice), None);
+    wait_for("the first commit", Duration::from_secs(60), || {
+        committed(&c.brokers, group, EVENTS, 1)[0] == first as i64
+    });
+    produce(&c.brokers, EVENTS, events[first..].iter().map(Vec::as_slice), None);
+    wait_for("more progress", Duration::from_secs(60), || {
+        scrape(&addr, "atowatch_messages_total") > first as f64
+    });
+    p.signal("KILL");
+    p.wait(Duration::from_secs(10));
+    let before = committed(&c.brokers, group, EVENTS, 1)[0];
+    assert!(
+        before >= first as i64 && before < events.len() as i64,
+        "killed after the first commit and before the last (committed {before})"
+    );
+
+    let mut p = Proc::start(&c.brokers, group);
+    let addr = p.http_addr();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while committed(&c.brokers, group, EVENTS, 1)[0] != events.len() as i64 {
+        if Instant::now() > deadline {
+            while let Ok(l) = p.lines.try_recv() {
+                p.log.push(l);
+            }
+            panic!(
+                "restart did not commit to the end ({} of {}); stderr:\n{}",
+                committed(&c.brokers, group, EVENTS, 1)[0],
+                events.len(),
+                p.log.join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let warm = scrape(&addr, "atowatch_warmup_events_total");
+    eprintln!(
+        "killed with {before} of {} committed; restart re-read {warm} events to warm state",
+        events.len()
+    );
+
+    p.signal("TERM");
+    assert!(p.wait(Duration::from_secs(30)).success());
+    assert_eq!(
+        warm, before as f64,
+        "state was warmed from everything committed before the kill"
+    );
+
+    let got = signals(&c.brokers);
+    let mut by_id: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for s in &got {
+        by_id.entry(signal_id(s)).or_default().insert(s.clone());
+    }
+    let ids: BTreeSet<String> = by_id.keys().cloned().collect();
+    assert_eq!(ids, expected, "no signal missed, none invented");
+    for (id, versions) in by_id {
+        assert_eq!(versions.len(), 1, "redelivered signal {id} differs");
+    }
+}
