@@ -279,8 +279,14 @@ pub type Properties = std::collections::BTreeMap<String, PropValue>;
 
 /// librdkafka properties atowatch sets itself; a config that sets them is an error.
 pub const MANAGED_PROPERTIES: [(&str, &str); 4] = [
-    ("bootstrap.servers", "set kafka.brokers (or ATOWATCH_BROKERS) instead"),
-    ("group.id", "set kafka.group_id (or ATOWATCH_GROUP_ID) instead"),
+    (
+        "bootstrap.servers",
+        "set kafka.brokers (or ATOWATCH_BROKERS) instead",
+    ),
+    (
+        "group.id",
+        "set kafka.group_id (or ATOWATCH_GROUP_ID) instead",
+    ),
     (
         "enable.auto.commit",
         "atowatch commits offsets itself, only after outputs are acknowledged",
@@ -1211,6 +1217,62 @@ mod tests {
         let e = err("[rules.credential_stuffing]\n\nmin_failures = \"lots\"\n");
         assert!(e.starts_with("my.toml:3:"), "{e}");
         assert!(e.contains("rules.credential_stuffing.min_failures"), "{e}");
+    }
+
+    #[test]
+    fn managed_kafka_properties_are_refused_naming_the_key_and_line() {
+        let e = err(
+            "[kafka.consumer_properties]\n\"auto.offset.reset\" = \"latest\"\n\"enable.auto.commit\" = true\n",
+        );
+        assert!(
+            e.starts_with(
+                "my.toml:3: kafka.consumer_properties.\"enable.auto.commit\": atowatch commits"
+            ),
+            "{e}"
+        );
+        let e = err("[kafka.properties]\n\"bootstrap.servers\" = \"k:9092\"\n");
+        assert!(e.contains("set kafka.brokers"), "{e}");
+    }
+
+    #[test]
+    fn kafka_property_values_of_any_scalar_type_pass_through_as_strings() {
+        let c = Config::from_toml_str(
+            "[kafka.properties]\n\"statistics.interval.ms\" = 500\n\"enable.idempotence\" = true\n",
+            "x",
+        )
+        .unwrap();
+        assert_eq!(c.kafka.properties["statistics.interval.ms"].0, "500");
+        assert_eq!(c.kafka.properties["enable.idempotence"].0, "true");
+    }
+
+    #[test]
+    fn output_topics_cannot_be_read_as_input() {
+        let e = err("[kafka]\ntopics = [\"a\", \"ato-signals\"]\n");
+        assert!(e.starts_with("my.toml:2: kafka.topics[1]"), "{e}");
+    }
+
+    #[test]
+    fn environment_overrides_kafka_and_http_settings() {
+        let mut c = Config::default();
+        let env = |k: &str| match k {
+            "ATOWATCH_BROKERS" => Some("b1:9092,b2:9092".to_string()),
+            "ATOWATCH_TOPICS" => Some("logins, sessions".to_string()),
+            "ATOWATCH_HTTP_BIND" => Some("127.0.0.1:9000".to_string()),
+            _ => None,
+        };
+        let applied = c.apply_env(env).unwrap();
+        assert_eq!(
+            applied,
+            ["ATOWATCH_BROKERS", "ATOWATCH_TOPICS", "ATOWATCH_HTTP_BIND"]
+        );
+        assert_eq!(c.kafka.brokers, "b1:9092,b2:9092");
+        assert_eq!(c.kafka.topics, ["logins", "sessions"]);
+        assert_eq!(c.http.bind, "127.0.0.1:9000");
+        let e = c
+            .apply_env(|k| (k == "ATOWATCH_HTTP_BIND").then(|| "nowhere".to_string()))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("ATOWATCH_HTTP_BIND: http.bind"), "{e}");
     }
 
     #[test]

@@ -153,6 +153,12 @@ pub fn run(opts: DemoOptions, out: &mut (dyn Write + Send)) -> Result<DemoReport
         (handle, rx, json, color)
     };
 
+    // Produce only once the group has its partitions: the embedded broker keeps just the
+    // newest 5 MiB of each partition, so a head start could age events out unread.
+    let joined_by = Instant::now() + Duration::from_secs(30);
+    while !health.joined.load(Ordering::Relaxed) && Instant::now() < joined_by {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let produce_stop = opts.stop.clone();
     let sent_total = sim.len() as u64;
     let m3 = metrics.clone();
@@ -174,7 +180,8 @@ pub fn run(opts: DemoOptions, out: &mut (dyn Write + Send)) -> Result<DemoReport
     );
     let (handle, rx, json, color) = printer;
     let mut seen = Vec::new();
-    let print = |line: String, seen: &mut Vec<SeenSignal>, out: &mut (dyn Write + Send)| {
+    let mut shown = Shown::default();
+    let mut print = |line: String, seen: &mut Vec<SeenSignal>, out: &mut (dyn Write + Send)| {
         if let Ok(v) = serde_json::from_str::<Value>(&line) {
             let s = SeenSignal {
                 rule: str_at(&v, &["rule"]),
@@ -182,8 +189,11 @@ pub fn run(opts: DemoOptions, out: &mut (dyn Write + Send)) -> Result<DemoReport
                 entity_type: str_at(&v, &["entity", "type"]),
                 entity: str_at(&v, &["entity", "value"]),
             };
-            let text = if json { line } else { render(&v, color) };
-            let _ = writeln!(out, "{text}");
+            if json {
+                let _ = writeln!(out, "{line}");
+            } else if shown.admit(&s.rule) {
+                let _ = writeln!(out, "{}", render(&v, color));
+            }
             seen.push(s);
         }
     };
@@ -228,6 +238,13 @@ pub fn run(opts: DemoOptions, out: &mut (dyn Write + Send)) -> Result<DemoReport
     while let Ok(line) = rx.try_recv() {
         print(line, &mut seen, out);
     }
+    if shown.hidden > 0 {
+        let _ = writeln!(
+            out,
+            "         ({} more campaign_participant signals, one per IP of a flagged campaign; --json prints every signal)",
+            shown.hidden
+        );
+    }
     let produced = produced?;
     drop(cluster);
     Ok(DemoReport {
@@ -237,6 +254,31 @@ pub fn run(opts: DemoOptions, out: &mut (dyn Write + Send)) -> Result<DemoReport
         labels: sim.labels.clone(),
         metrics_url,
     })
+}
+
+/// A distributed campaign flags each of its thousands of IPs: the readable view shows
+/// the first few and counts the rest.
+#[derive(Default)]
+struct Shown {
+    participants: usize,
+    hidden: usize,
+}
+
+const PARTICIPANTS_SHOWN: usize = 5;
+
+impl Shown {
+    fn admit(&mut self, rule: &str) -> bool {
+        if rule != "campaign_participant" {
+            return true;
+        }
+        self.participants += 1;
+        if self.participants > PARTICIPANTS_SHOWN {
+            self.hidden += 1;
+            false
+        } else {
+            true
+        }
+    }
 }
 
 fn simulate_span(ms: i64) -> String {
@@ -351,7 +393,9 @@ pub fn score(labels: &Labels, signals: &[SeenSignal]) -> Vec<(String, Vec<(Strin
                     (rule.clone(), found)
                 })
                 .collect();
-            (format!("{} ({})", a.kind.as_str(), a.note), rules)
+            let note: String = a.note.chars().take(72).collect();
+            let more = if note.len() < a.note.len() { "…" } else { "" };
+            (format!("{}: {note}{more}", a.kind.as_str()), rules)
         })
         .collect()
 }

@@ -88,7 +88,11 @@ pub fn log_limited(l: Level, target: &str, key: &str, every: Duration, msg: fmt:
             *last = now;
             drop(seen);
             if n > 0 {
-                log(l, target, format_args!("{msg} ({n} more like this held back)"));
+                log(
+                    l,
+                    target,
+                    format_args!("{msg} ({n} more like this held back)"),
+                );
             } else {
                 log(l, target, msg);
             }

@@ -8,13 +8,13 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 use atowatch::config::{Config, ConfigError, Dur};
-use atowatch::engine::Engine;
-use atowatch::replay::{self, ReplayError, ReplayOptions};
 use atowatch::demo::DemoOptions;
+use atowatch::engine::Engine;
 use atowatch::http::HttpState;
 use atowatch::kafka::produce::{ProduceOptions, produce_simulation};
 use atowatch::kafka::{self, Health, RunOptions};
 use atowatch::metrics::Metrics;
+use atowatch::replay::{self, ReplayError, ReplayOptions};
 use atowatch::simulate::{self, AttackKind, SimOptions};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -41,7 +41,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// See the whole pipeline with nothing installed: embedded Kafka, simulated attacks, live signals.
-    #[command(after_help = "Starts an embedded Kafka cluster on loopback (librdkafka's mock \
+    #[command(
+        after_help = "Starts an embedded Kafka cluster on loopback (librdkafka's mock \
 broker: the real protocol over TCP), creates the topics auth-events, ato-signals and \
 auth-events-dlq, produces simulated traffic with attacks woven in, and runs the real \
 `run` pipeline against it. Each signal prints as one line; /metrics is served while it \
@@ -50,7 +51,8 @@ Scenarios: all (every attack that fits in --span), none (benign only), or a \
 comma-separated list of bruteforce, distributed_bruteforce, credential_stuffing, \
 credential_stuffing_slow, user_enumeration, ip_velocity, distributed_credential_stuffing, \
 account_takeover.\n\nExamples:\n  atowatch demo\n  atowatch demo --duration 60s --rate 20000\n  \
-atowatch demo --scenario credential_stuffing,account_takeover --json | jq .")]
+atowatch demo --scenario credential_stuffing,account_takeover --json | jq ."
+    )]
     Demo {
         /// How long traffic is produced (wall clock).
         #[arg(long, default_value = "20s")]
@@ -78,7 +80,8 @@ atowatch demo --scenario credential_stuffing,account_takeover --json | jq .")]
         http: String,
     },
     /// Consume events from Kafka as a consumer group; publish signals and dead letters.
-    #[command(after_help = "Reads [kafka] and [http] from the config (see config/default.toml); \
+    #[command(
+        after_help = "Reads [kafka] and [http] from the config (see config/default.toml); \
 environment variables override them for containers: ATOWATCH_BROKERS, ATOWATCH_GROUP_ID, \
 ATOWATCH_TOPICS (comma-separated), ATOWATCH_SIGNALS_TOPIC, ATOWATCH_DEAD_LETTER_TOPIC, \
 ATOWATCH_HTTP_BIND. Any librdkafka property goes in [kafka.properties] (SASL/TLS too).\n\n\
@@ -88,7 +91,8 @@ stops fetching, drains, commits and exits 0 within kafka.shutdown_timeout; a sec
 signal exits at once. Broker outages are retried, never fatal; /readyz says not ready \
 meanwhile.\n\nExit status: 0 after a clean stop; 2 for a bad config; 1 for a failure.\n\n\
 Examples:\n  atowatch run --config atowatch.toml\n  \
-ATOWATCH_BROKERS=kafka:9092 atowatch run")]
+ATOWATCH_BROKERS=kafka:9092 atowatch run"
+    )]
     Run {
         /// Config file (TOML). Without it the embedded defaults apply.
         #[arg(long, short)]
@@ -228,7 +232,9 @@ fn main() -> ExitCode {
             seed,
             partitions,
             http,
-        } => cmd_demo(duration, rate, &scenario, span, json, seed, partitions, http),
+        } => cmd_demo(
+            duration, rate, &scenario, span, json, seed, partitions, http,
+        ),
         Cmd::CheckConfig { file } => cmd_check_config(file),
     };
     match result {
@@ -297,7 +303,11 @@ fn parse_attacks(list: &str, duration: Dur) -> anyhow::Result<Vec<AttackKind>> {
         "none" | "" => Vec::new(),
         list => list
             .split(',')
-            .map(|s| s.trim().parse::<AttackKind>().map_err(|e| anyhow::anyhow!("{e}")))
+            .map(|s| {
+                s.trim()
+                    .parse::<AttackKind>()
+                    .map_err(|e| anyhow::anyhow!("{e}"))
+            })
             .collect::<anyhow::Result<Vec<_>>>()?,
     })
 }
@@ -327,7 +337,8 @@ fn cmd_simulate(
         benign_events: events,
         ..SimOptions::for_duration(seed, duration.ms())
     };
-    opts.attacks = parse_attacks(&attacks, duration).map_err(|e| anyhow::anyhow!("--attacks: {e}"))?;
+    opts.attacks =
+        parse_attacks(&attacks, duration).map_err(|e| anyhow::anyhow!("--attacks: {e}"))?;
     let sim = simulate::generate(&opts)?;
     let t0 = std::time::Instant::now();
     if let Some((brokers, topic, rate)) = kafka {
@@ -414,8 +425,9 @@ fn stop_on_ctrl_c() -> Arc<AtomicBool> {
             .build()
             .expect("signal runtime");
         rt.block_on(async move {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .expect("SIGTERM handler");
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("SIGTERM handler");
             for n in 0.. {
                 tokio::select! {
                     _ = tokio::signal::ctrl_c() => {}
@@ -434,7 +446,7 @@ fn stop_on_ctrl_c() -> Arc<AtomicBool> {
 }
 
 fn cmd_run(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
-    let mut cfg = match load_config(config) {
+    let mut cfg = match load_config(config.clone()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("atowatch: {e}");
@@ -449,11 +461,21 @@ fn cmd_run(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         }
     };
     if let Err(e) = kafka::check_properties(&cfg) {
-        eprintln!("atowatch: {e}");
+        eprintln!(
+            "atowatch: {}: {e}",
+            config
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "embedded defaults".into())
+        );
         return Ok(ExitCode::from(2));
     }
     if !applied.is_empty() {
-        atowatch::info!("config", "overridden from the environment: {}", applied.join(", "));
+        atowatch::info!(
+            "config",
+            "overridden from the environment: {}",
+            applied.join(", ")
+        );
     }
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::default());
@@ -468,7 +490,10 @@ fn cmd_run(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         health: health.clone(),
     };
     let addr = rt.block_on(atowatch::http::serve(&cfg.http.bind, state))?;
-    atowatch::info!("http", "serving /metrics, /healthz, /readyz on http://{addr}");
+    atowatch::info!(
+        "http",
+        "serving /metrics, /healthz, /readyz on http://{addr}"
+    );
     // A stop that the drain cannot finish (a commit hanging on a dead coordinator) must
     // still end the process: the bound is a promise to the orchestrator.
     let bound = Duration::from_millis(cfg.kafka.shutdown_timeout.ms() as u64 + 5_000);
@@ -531,6 +556,15 @@ fn cmd_demo(
 fn cmd_check_config(file: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     match load_config(file.clone()) {
         Ok(cfg) => {
+            // librdkafka itself judges the pass-through properties.
+            if let Err(e) = kafka::check_properties(&cfg) {
+                eprintln!(
+                    "atowatch: {}: {e}",
+                    file.map(|p| p.display().to_string())
+                        .unwrap_or_else(|| "embedded defaults".into())
+                );
+                return Ok(ExitCode::from(2));
+            }
             let name = file
                 .map(|p| p.display().to_string())
                 .unwrap_or_else(|| "embedded defaults".into());

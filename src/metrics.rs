@@ -135,8 +135,8 @@ impl Metrics {
             .iter()
             .map(|r| invalid.with_label_values(&[r.as_str()]))
             .collect();
-        let keys_children = ["ip", "account", "service", "event_id"]
-            .map(|k| tracked_keys.with_label_values(&[k]));
+        let keys_children =
+            ["ip", "account", "service", "event_id"].map(|k| tracked_keys.with_label_values(&[k]));
         let signals = counter_vec(
             &r,
             "atowatch_signals_total",
@@ -314,9 +314,11 @@ impl Metrics {
         Rule::ALL
             .iter()
             .flat_map(|r| {
-                Severity::ALL
-                    .iter()
-                    .map(move |s| self.signals.with_label_values(&[r.as_str(), s.as_str()]).get())
+                Severity::ALL.iter().map(move |s| {
+                    self.signals
+                        .with_label_values(&[r.as_str(), s.as_str()])
+                        .get()
+                })
             })
             .sum()
     }
@@ -354,8 +356,10 @@ impl EngineSync {
             g.set(v as i64);
         }
         m.state_bytes.set(s.bytes as i64);
-        m.evictions.inc_by(s.evicted.saturating_sub(self.last_evicted));
-        m.expirations.inc_by(s.expired.saturating_sub(self.last_expired));
+        m.evictions
+            .inc_by(s.evicted.saturating_sub(self.last_evicted));
+        m.expirations
+            .inc_by(s.expired.saturating_sub(self.last_expired));
         self.last_evicted = s.evicted;
         self.last_expired = s.expired;
         if let Some(w) = watermark_ms {

@@ -83,9 +83,13 @@ fn an_attack_produced_to_the_topic_comes_out_as_a_signal() {
         "signals are keyed by entity"
     );
     assert_eq!(bf[0].headers["atowatch.source.topic"], EVENTS);
-    assert_eq!(bf[0].headers["atowatch.source.offset"], "9", "the 10th failure");
+    assert_eq!(
+        bf[0].headers["atowatch.source.offset"], "9",
+        "the 10th failure"
+    );
     assert!(
-        out.iter().any(|r| r.text().contains("\"account_takeover\"")),
+        out.iter()
+            .any(|r| r.text().contains("\"account_takeover\"")),
         "the success after the attack is a takeover: {out:?}"
     );
     assert_eq!(
@@ -112,7 +116,9 @@ fn run_finds_the_same_signals_as_replay_on_the_same_events() {
 #[test]
 fn invalid_events_land_in_the_dead_letter_topic_with_reason_headers() {
     let c = Cluster::new(1);
-    let good = Ev::failure(T0, ATTACKER, "a@example.com").json().into_bytes();
+    let good = Ev::failure(T0, ATTACKER, "a@example.com")
+        .json()
+        .into_bytes();
     let inputs: Vec<(Vec<u8>, &str)> = vec![
         (b"this is not json".to_vec(), "invalid_json"),
         (good.clone(), ""),
@@ -135,7 +141,12 @@ fn invalid_events_land_in_the_dead_letter_topic_with_reason_headers() {
         (vec![0xff, 0xfe, b'{'], "invalid_json"),
         (good, ""),
     ];
-    produce(&c.brokers, EVENTS, inputs.iter().map(|(p, _)| p.as_slice()), None);
+    produce(
+        &c.brokers,
+        EVENTS,
+        inputs.iter().map(|(p, _)| p.as_slice()),
+        None,
+    );
     let cfg = config(&c.brokers);
     let (summary, metrics) = run_until(cfg, inputs.len() as u64, Duration::from_secs(60));
     assert_eq!(summary.dead_letters, 6);
@@ -162,7 +173,12 @@ fn broker_down_then_up_loses_nothing() {
     let c = Cluster::new(1);
     let events = simulated(5, 120);
     let half = events.len() / 2;
-    produce(&c.brokers, EVENTS, events[..half].iter().map(Vec::as_slice), None);
+    produce(
+        &c.brokers,
+        EVENTS,
+        events[..half].iter().map(Vec::as_slice),
+        None,
+    );
     let cfg = config(&c.brokers);
     let expected = replay(&cfg, &events);
 
@@ -183,8 +199,15 @@ fn broker_down_then_up_loses_nothing() {
     });
     std::thread::sleep(Duration::from_secs(2));
     c.mock.broker_up(1).expect("broker up");
-    produce(&c.brokers, EVENTS, events[half..].iter().map(Vec::as_slice), None);
-    wait_for("the pipeline to finish", Duration::from_secs(120), || run.is_finished());
+    produce(
+        &c.brokers,
+        EVENTS,
+        events[half..].iter().map(Vec::as_slice),
+        None,
+    );
+    wait_for("the pipeline to finish", Duration::from_secs(120), || {
+        run.is_finished()
+    });
     let summary = run.join().unwrap().expect("run");
     assert_eq!(summary.messages, events.len() as u64);
     assert_eq!(summary.unacknowledged, 0);
@@ -226,7 +249,11 @@ fn metrics_scraped_over_http_match_what_was_sent() {
         .expect("bind")
         .to_string();
     assert_eq!(http_get(&addr, "/healthz").0, 200);
-    assert_eq!(http_get(&addr, "/readyz").0, 503, "not ready before joining");
+    assert_eq!(
+        http_get(&addr, "/readyz").0,
+        503,
+        "not ready before joining"
+    );
 
     let opts = RunOptions {
         stop_after: Some(events.len() as u64),
@@ -247,20 +274,41 @@ fn metrics_scraped_over_http_match_what_was_sent() {
     let get = |name: &str, labels: &[(&str, &str)]| metric_sum(&m, name, labels);
     assert_eq!(get("atowatch_messages_total", &[]), 15.0);
     assert_eq!(
-        get("atowatch_events_total", &[("type", "user.login"), ("outcome", "failure")]),
+        get(
+            "atowatch_events_total",
+            &[("type", "user.login"), ("outcome", "failure")]
+        ),
         12.0
     );
     assert_eq!(
-        get("atowatch_events_total", &[("type", "user.login"), ("outcome", "success")]),
+        get(
+            "atowatch_events_total",
+            &[("type", "user.login"), ("outcome", "success")]
+        ),
         1.0
     );
-    assert_eq!(get("atowatch_invalid_events_total", &[("reason", "invalid_json")]), 1.0);
-    assert_eq!(get("atowatch_invalid_events_total", &[("reason", "missing_field")]), 1.0);
+    assert_eq!(
+        get(
+            "atowatch_invalid_events_total",
+            &[("reason", "invalid_json")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        get(
+            "atowatch_invalid_events_total",
+            &[("reason", "missing_field")]
+        ),
+        1.0
+    );
     assert_eq!(get("atowatch_dead_letters_total", &[]), 2.0);
     let in_topic = signals(&c.brokers).len() as f64;
     assert_eq!(get("atowatch_signals_total", &[]), in_topic);
     assert_eq!(
-        get("atowatch_signals_total", &[("rule", "bruteforce"), ("severity", "medium")]),
+        get(
+            "atowatch_signals_total",
+            &[("rule", "bruteforce"), ("severity", "medium")]
+        ),
         1.0
     );
     assert_eq!(
@@ -277,7 +325,10 @@ fn metrics_scraped_over_http_match_what_was_sent() {
     assert!(get("atowatch_state_bytes", &[]) > 0.0);
     assert_eq!(get("atowatch_rebalances_total", &[("kind", "assign")]), 1.0);
     assert_eq!(get("atowatch_build_info", &[]), 1.0);
-    assert!(m.keys().any(|k| k.starts_with("atowatch_batch_processing_seconds_bucket")));
+    assert!(
+        m.keys()
+            .any(|k| k.starts_with("atowatch_batch_processing_seconds_bucket"))
+    );
     assert!(m.contains_key("atowatch_producer_queue_messages"));
     assert!(m.contains_key("atowatch_pending_outputs"));
     assert_eq!(summary.messages, 15);
@@ -416,8 +467,15 @@ fn sigterm_drains_commits_and_exits_zero() {
     let started = Instant::now();
     p.signal("TERM");
     let status = p.wait(Duration::from_secs(30));
-    assert!(status.success(), "exit status {status:?}; stderr:\n{}", p.log.join("\n"));
-    assert!(started.elapsed() < Duration::from_secs(25), "within kafka.shutdown_timeout");
+    assert!(
+        status.success(),
+        "exit status {status:?}; stderr:\n{}",
+        p.log.join("\n")
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(25),
+        "within kafka.shutdown_timeout"
+    );
     assert!(p.log.iter().any(|l| l.contains("stopped:")), "{:?}", p.log);
     let committed = committed(&c.brokers, group, EVENTS, 2);
     assert_eq!(
@@ -432,10 +490,7 @@ fn a_killed_consumer_restarts_redelivers_and_misses_no_signal() {
     let c = Cluster::new(1);
     let events = simulated(21, 120);
     let cfg = config(&c.brokers);
-    let expected: BTreeSet<String> = replay(&cfg, &events)
-        .iter()
-        .map(|s| signal_id(s))
-        .collect();
+    let expected: BTreeSet<String> = replay(&cfg, &events).iter().map(|s| signal_id(s)).collect();
     assert!(expected.len() > 10);
     let group = "atowatch-sigkill";
     let mut p = Proc::start(&c.brokers, group);
@@ -443,11 +498,21 @@ fn a_killed_consumer_restarts_redelivers_and_misses_no_signal() {
     // The first 60% is processed and committed; the kill lands while the rest is being
     // processed, after outputs were published and before their offsets are committed.
     let first = events.len() * 6 / 10;
-    produce(&c.brokers, EVENTS, events[..first].iter().map(Vec::as_slice), None);
+    produce(
+        &c.brokers,
+        EVENTS,
+        events[..first].iter().map(Vec::as_slice),
+        None,
+    );
     wait_for("the first commit", Duration::from_secs(60), || {
         committed(&c.brokers, group, EVENTS, 1)[0] == first as i64
     });
-    produce(&c.brokers, EVENTS, events[first..].iter().map(Vec::as_slice), None);
+    produce(
+        &c.brokers,
+        EVENTS,
+        events[first..].iter().map(Vec::as_slice),
+        None,
+    );
     wait_for("more progress", Duration::from_secs(60), || {
         scrape(&addr, "atowatch_messages_total") > first as f64
     });
@@ -499,4 +564,78 @@ fn a_killed_consumer_restarts_redelivers_and_misses_no_signal() {
     for (id, versions) in by_id {
         assert_eq!(versions.len(), 1, "redelivered signal {id} differs");
     }
+}
+
+#[test]
+fn an_unknown_librdkafka_property_stops_start_up_naming_the_key() {
+    let dir = common::scratch_dir("bad-property");
+    let cfg = dir.join("bad.toml");
+    std::fs::write(
+        &cfg,
+        "[kafka.consumer_properties]\n\"sesion.timeout.ms\" = 6000\n",
+    )
+    .unwrap();
+    for cmd in ["check-config", "run"] {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_atowatch"));
+        if cmd == "run" {
+            c.args(["run", "--config"]);
+        } else {
+            c.arg(cmd);
+        }
+        let out = c
+            .arg(&cfg)
+            .env("ATOWATCH_BROKERS", "127.0.0.1:1")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{cmd}: {err}");
+        assert!(
+            err.contains("bad.toml")
+                && err.contains("kafka.consumer_properties.\"sesion.timeout.ms\""),
+            "{cmd}: {err}"
+        );
+    }
+}
+
+#[test]
+fn the_demo_runs_the_real_pipeline_and_finds_every_labelled_attack() {
+    let out = Command::new(env!("CARGO_BIN_EXE_atowatch"))
+        .args(["demo", "--duration", "3s", "--rate", "4000", "--json"])
+        .args(["--http", "127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run demo");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let rules: BTreeSet<String> = stdout
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("--json prints signal JSON");
+            v["rule"].as_str().unwrap().to_string()
+        })
+        .collect();
+    for rule in [
+        "bruteforce",
+        "credential_stuffing",
+        "distributed_credential_stuffing",
+        "account_takeover",
+    ] {
+        assert!(rules.contains(rule), "{rule} missing from {rules:?}");
+    }
+    assert!(err.contains("metrics at http://127.0.0.1:"), "{err}");
+    let produced = err
+        .lines()
+        .find(|l| l.starts_with("Summary:"))
+        .expect("summary");
+    let nums: Vec<&str> = produced.split_whitespace().collect();
+    assert_eq!(
+        nums[1], nums[4],
+        "every produced event processed: {produced}"
+    );
+    assert!(
+        err.contains("Attacks in the labels: 10 of 10 detected"),
+        "{err}"
+    );
+    assert!(!err.contains("MISSED"), "{err}");
 }

@@ -76,7 +76,11 @@ impl Tracker {
     pub fn assign(&mut self, topic: &str, partition: i32, committed: i64, suppress_until: i64) {
         let slot = self.slot_or_insert(topic, partition);
         let p = &mut self.parts[slot as usize];
-        self.outstanding -= p.pending.iter().map(|e| e.remaining as usize).sum::<usize>();
+        self.outstanding -= p
+            .pending
+            .iter()
+            .map(|e| e.remaining as usize)
+            .sum::<usize>();
         p.generation = p.generation.wrapping_add(1);
         p.active = true;
         p.pending.clear();
@@ -95,7 +99,11 @@ impl Tracker {
     pub fn revoke(&mut self, topic: &str, partition: i32) {
         if let Some(&slot) = self.index.get(&(topic.to_string(), partition)) {
             let p = &mut self.parts[slot as usize];
-            self.outstanding -= p.pending.iter().map(|e| e.remaining as usize).sum::<usize>();
+            self.outstanding -= p
+                .pending
+                .iter()
+                .map(|e| e.remaining as usize)
+                .sum::<usize>();
             p.pending.clear();
             p.active = false;
             p.generation = p.generation.wrapping_add(1);
@@ -273,7 +281,11 @@ mod tests {
         t.processed(s, 4, 0);
         assert_eq!(t.committable(s), Some(1));
         t.acked(o3);
-        assert_eq!(t.committable(s), Some(1), "a later ack does not release offset 1");
+        assert_eq!(
+            t.committable(s),
+            Some(1),
+            "a later ack does not release offset 1"
+        );
         t.acked(o1);
         assert_eq!(t.committable(s), Some(1), "offset 1 has two outputs");
         t.acked(o1);
@@ -291,7 +303,11 @@ mod tests {
         assert_eq!(s, s2, "slots are reused");
         let o2 = t.processed(s2, 7, 1);
         t.acked(o);
-        assert_eq!(t.committable(s2), Some(7), "stale ack must not release offset 7");
+        assert_eq!(
+            t.committable(s2),
+            Some(7),
+            "stale ack must not release offset 7"
+        );
         t.acked(o2);
         assert_eq!(t.committable(s2), Some(8));
     }
@@ -310,7 +326,11 @@ mod tests {
         t.revoke("events", 3);
         assert_eq!(t.handling(s, 10), Handling::NotAssigned);
         assert_eq!(t.slot("events", 3), None);
-        assert_eq!(t.seen_through("events", 3), 9, "state outlives the assignment");
+        assert_eq!(
+            t.seen_through("events", 3),
+            9,
+            "state outlives the assignment"
+        );
     }
 
     #[test]

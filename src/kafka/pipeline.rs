@@ -13,9 +13,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol,
-};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
 use rdkafka::error::{KafkaError as RdError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
@@ -189,7 +187,10 @@ impl ConsumerContext for ConsumerCtx {
         err: RDKafkaRespErr,
         tpl: &mut TopicPartitionList,
     ) {
-        let cooperative = matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 self.on_assign(consumer, tpl, cooperative)
@@ -266,10 +267,12 @@ impl ConsumerCtx {
         {
             Ok(c) => parts
                 .iter()
-                .map(|(t, p, _)| match c.find_partition(t, *p).map(|e| e.offset()) {
-                    Some(Offset::Offset(o)) => o,
-                    _ => -1,
-                })
+                .map(
+                    |(t, p, _)| match c.find_partition(t, *p).map(|e| e.offset()) {
+                        Some(Offset::Offset(o)) => o,
+                        _ => -1,
+                    },
+                )
                 .collect(),
             Err(e) => {
                 crate::warn!(
@@ -288,10 +291,12 @@ impl ConsumerCtx {
             match consumer.offsets_for_times(q, Duration::from_millis(timeout)) {
                 Ok(r) => parts
                     .iter()
-                    .map(|(t, p, _)| match r.find_partition(t, *p).map(|e| e.offset()) {
-                        Some(Offset::Offset(o)) => o,
-                        _ => -1,
-                    })
+                    .map(
+                        |(t, p, _)| match r.find_partition(t, *p).map(|e| e.offset()) {
+                            Some(Offset::Offset(o)) => o,
+                            _ => -1,
+                        },
+                    )
                     .collect(),
                 Err(e) => {
                     crate::warn!(LOG, "cannot look up warm-up offsets ({e}); no warm-up");
@@ -402,7 +407,9 @@ impl ConsumerCtx {
             // Drain: what is in flight gets until the deadline to be acknowledged, then
             // whatever is acknowledged is committed.
             if let Some(p) = sh.producer.get() {
-                let _ = p.flush(Duration::from_millis(sh.cfg.kafka.revoke_timeout.ms() as u64));
+                let _ = p.flush(Duration::from_millis(
+                    sh.cfg.kafka.revoke_timeout.ms() as u64
+                ));
             }
             let list = sh.tracker().to_commit(Some(&parts));
             commit_sync(consumer, sh, &list, "revoke");
@@ -659,7 +666,8 @@ impl Pipeline {
 
     pub fn run(&mut self, opts: &RunOptions) {
         let started = Instant::now();
-        let commit_every = Duration::from_millis(self.w.shared.cfg.kafka.commit_interval.ms() as u64);
+        let commit_every =
+            Duration::from_millis(self.w.shared.cfg.kafka.commit_interval.ms() as u64);
         let mut next_commit = Instant::now() + commit_every;
         let mut next_gauges = Instant::now();
         let mut next_bytes = Instant::now() + Duration::from_secs(15);
@@ -668,7 +676,9 @@ impl Pipeline {
         let mut was_warming = false;
         loop {
             if opts.stop.load(Ordering::Relaxed)
-                || opts.stop_after.is_some_and(|n| self.w.summary.messages >= n)
+                || opts
+                    .stop_after
+                    .is_some_and(|n| self.w.summary.messages >= n)
             {
                 break;
             }
@@ -683,7 +693,10 @@ impl Pipeline {
                     Some(Ok(msg)) => {
                         self.w.handle(&msg);
                         n += 1;
-                        if opts.stop_after.is_some_and(|s| self.w.summary.messages >= s) {
+                        if opts
+                            .stop_after
+                            .is_some_and(|s| self.w.summary.messages >= s)
+                        {
                             break;
                         }
                     }
@@ -705,7 +718,8 @@ impl Pipeline {
             if n > 0 {
                 m.batch_seconds.observe((now - t0).as_secs_f64());
                 self.w.sync.stats(m, self.w.engine.stats());
-                self.w.shared
+                self.w
+                    .shared
                     .health
                     .brokers_up
                     .fetch_max(1, Ordering::Relaxed);
@@ -851,7 +865,8 @@ impl Pipeline {
             self.w.summary.signals,
             self.w.summary.dead_letters,
             self.w.summary.elapsed.as_secs_f64(),
-            self.w.summary
+            self.w
+                .summary
                 .committed
                 .iter()
                 .map(|(t, p, o)| format!("{t}/{p}@{o}"))
@@ -876,7 +891,11 @@ impl Worker {
         };
         let handling = tracker.handling(slot, offset);
         if logging::enabled(Level::Debug) {
-            crate::debug!(LOG, "message {}/{partition}@{offset} {handling:?}", msg.topic());
+            crate::debug!(
+                LOG,
+                "message {}/{partition}@{offset} {handling:?}",
+                msg.topic()
+            );
         }
         if matches!(handling, Handling::Skip | Handling::NotAssigned) {
             return;
@@ -1071,12 +1090,8 @@ impl Worker {
         self.sync.state(m, &size, Some(self.engine.watermark()));
         m.producer_queue.set(self.producer.in_flight_count() as i64);
         m.pending_outputs.set(sh.tracker().outstanding() as i64);
-        m.retry_queue.set(
-            sh.retries
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .len() as i64,
-        );
+        m.retry_queue
+            .set(sh.retries.lock().unwrap_or_else(|p| p.into_inner()).len() as i64);
         sh.health
             .heartbeat_ms
             .store(chrono::Utc::now().timestamp_millis(), Ordering::Relaxed);

@@ -57,6 +57,7 @@ pub fn produce_simulation(
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("linger.ms", "5")
+        .set("compression.type", "lz4")
         .set("queue.buffering.max.messages", "500000")
         .create()
         .map_err(|source| ProduceError::Create {
