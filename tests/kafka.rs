@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -638,4 +639,97 @@ fn the_demo_runs_the_real_pipeline_and_finds_every_labelled_attack() {
         "{err}"
     );
     assert!(!err.contains("MISSED"), "{err}");
+}
+
+/// Two members of one group: the second joining makes the first revoke partitions
+/// (committing what it published) and the newcomer warm up from those commits. Every
+/// event is then handled live exactly once across the two, and the group ends committed
+/// to the end of every partition.
+fn rebalance_hands_over_partitions(strategy: &str) {
+    let c = Cluster::new(4);
+    let events = simulated(9, 120);
+    let half = events.len() / 2;
+    let mut cfg = config(&c.brokers);
+    let group = cfg.kafka.group_id.clone();
+    for (k, v) in [
+        ("partition.assignment.strategy", strategy),
+        ("session.timeout.ms", "6000"),
+        ("heartbeat.interval.ms", "500"),
+    ] {
+        cfg.kafka
+            .consumer_properties
+            .insert(k.into(), atowatch::config::PropValue(v.into()));
+    }
+    let start = |cfg: atowatch::config::Config| {
+        let metrics = Arc::new(Metrics::new());
+        let health = Arc::new(Health::default());
+        let opts = RunOptions::default();
+        let stop = opts.stop.clone();
+        let (m, h) = (metrics.clone(), health.clone());
+        let t = std::thread::spawn(move || kafka::run(cfg, m, h, opts));
+        (t, stop, metrics, health)
+    };
+    let (a, stop_a, ma, ha) = start(cfg.clone());
+    produce(
+        &c.brokers,
+        EVENTS,
+        events[..half].iter().map(Vec::as_slice),
+        None,
+    );
+    wait_for("the first member", Duration::from_secs(60), || {
+        ma.messages.get() == half as u64
+    });
+    wait_for("its commits", Duration::from_secs(30), || {
+        committed(&c.brokers, &group, EVENTS, 4).iter().sum::<i64>() == half as i64
+    });
+    let (b, stop_b, mb, hb) = start(cfg);
+    wait_for("the rebalance", Duration::from_secs(60), || {
+        let (pa, pb) = (
+            ha.partitions.load(Ordering::Relaxed),
+            hb.partitions.load(Ordering::Relaxed),
+        );
+        pa > 0 && pb > 0 && pa + pb == 4
+    });
+    produce(
+        &c.brokers,
+        EVENTS,
+        events[half..].iter().map(Vec::as_slice),
+        None,
+    );
+    wait_for("both members", Duration::from_secs(60), || {
+        ma.messages.get() + mb.messages.get() >= events.len() as u64
+    });
+    wait_for("the final commits", Duration::from_secs(30), || {
+        committed(&c.brokers, &group, EVENTS, 4).iter().sum::<i64>() == events.len() as i64
+    });
+    stop_a.store(true, Ordering::Relaxed);
+    stop_b.store(true, Ordering::Relaxed);
+    let sa = a.join().unwrap().expect("member a");
+    let sb = b.join().unwrap().expect("member b");
+    assert_eq!(
+        sa.messages + sb.messages,
+        events.len() as u64,
+        "each event handled live exactly once"
+    );
+    assert!(
+        mb.warmup_events.get() > 0,
+        "the newcomer warmed its partitions"
+    );
+    assert!(
+        metric_sum(
+            &parse_metrics(&ma.render()),
+            "atowatch_rebalances_total",
+            &[("kind", "revoke")]
+        ) >= 1.0
+    );
+}
+
+#[test]
+fn a_rebalance_with_eager_assignment_hands_over_without_loss_or_repeats() {
+    rebalance_hands_over_partitions("range");
+}
+
+#[test]
+fn a_rebalance_with_cooperative_assignment_hands_over_without_loss_or_repeats() {
+    rebalance_hands_over_partitions("cooperative-sticky");
 }

@@ -138,6 +138,10 @@ fn is_executable(path: &Path) -> bool {
 /// Panics, showing the broker's output, when it is installed but does not come up.
 pub fn start() -> Option<Tansu> {
     let Some(bin) = tansu_binary() else {
+        // CI installs tansu and sets this, so a skip there is a failure, not a pass.
+        if std::env::var_os("ATOWATCH_REQUIRE_TANSU").is_some() {
+            panic!("tansu not installed and ATOWATCH_REQUIRE_TANSU is set ({INSTALL_HINT})");
+        }
         eprintln!("SKIP: tansu not installed ({INSTALL_HINT}; or set TANSU_BIN)");
         return None;
     };
