@@ -733,3 +733,58 @@ fn a_rebalance_with_eager_assignment_hands_over_without_loss_or_repeats() {
 fn a_rebalance_with_cooperative_assignment_hands_over_without_loss_or_repeats() {
     rebalance_hands_over_partitions("cooperative-sticky");
 }
+
+#[test]
+fn a_refused_publish_is_counted_retried_and_holds_back_the_commit() {
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    let c = Cluster::new(1);
+    let events = bruteforce_events();
+    produce(&c.brokers, EVENTS, events.iter().map(Vec::as_slice), None);
+    // The next three produce requests (atowatch's signals) are refused as unauthorized:
+    // a permanent error for librdkafka, so atowatch must keep the record and retry.
+    c.mock.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED; 3],
+    );
+    let cfg = config(&c.brokers);
+    let group = cfg.kafka.group_id.clone();
+    let metrics = Arc::new(Metrics::new());
+    let opts = RunOptions::default();
+    let stop = opts.stop.clone();
+    let m = metrics.clone();
+    let run = std::thread::spawn(move || kafka::run(cfg, m, Arc::new(Health::default()), opts));
+    let errors = || {
+        metric_sum(
+            &parse_metrics(&metrics.render()),
+            "atowatch_delivery_errors_total",
+            &[("kind", "TopicAuthorizationFailed")],
+        )
+    };
+    wait_for("a refused delivery", Duration::from_secs(30), || {
+        errors() >= 1.0
+    });
+    // The 10th failure (offset 9) caused the bruteforce signal: nothing from it on may
+    // be committed while its signal is unacknowledged.
+    std::thread::sleep(Duration::from_millis(500));
+    let during = committed(&c.brokers, &group, EVENTS, 1)[0];
+    assert!(
+        during <= 9,
+        "committed {during} past an unacknowledged signal"
+    );
+    wait_for(
+        "the retries to get through",
+        Duration::from_secs(30),
+        || committed(&c.brokers, &group, EVENTS, 1)[0] == events.len() as i64,
+    );
+    stop.store(true, Ordering::Relaxed);
+    let summary = run.join().unwrap().expect("run");
+    assert_eq!(summary.unacknowledged, 0);
+    // Three refused requests; each refuses every record it carried (one or two here).
+    assert!((3.0..=6.0).contains(&errors()), "{}", errors());
+    let out = signals(&c.brokers);
+    assert!(out.iter().any(|s| s.contains("\"bruteforce\"")), "{out:?}");
+    assert!(
+        out.iter().any(|s| s.contains("\"account_takeover\"")),
+        "{out:?}"
+    );
+}
