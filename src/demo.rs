@@ -161,23 +161,26 @@ pub fn run(opts: DemoOptions, out: &mut (dyn Write + Send)) -> Result<DemoReport
     }
     let produce_stop = opts.stop.clone();
     let sent_total = sim.len() as u64;
-    let m3 = metrics.clone();
-    let produced = produce_simulation(
-        &brokers,
-        EVENTS,
-        &sim,
-        ProduceOptions {
-            rate: Some(pace),
-            stop: produce_stop,
-            progress: Some(Box::new(move |n| {
-                let s = m3.signals_total_value();
-                eprint!(
-                    "\rdemo: {n}/{sent_total} events produced, {} processed, {s} signals   ",
-                    m3.messages.get()
-                );
-            })),
-        },
-    );
+    let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let labels = sim.labels.clone();
+    let producer = {
+        let (brokers, sent) = (brokers.clone(), sent.clone());
+        std::thread::Builder::new()
+            .name("producer".into())
+            .spawn(move || {
+                produce_simulation(
+                    &brokers,
+                    EVENTS,
+                    &sim,
+                    ProduceOptions {
+                        rate: Some(pace),
+                        stop: produce_stop,
+                        progress: Some(Box::new(move |n| sent.store(n, Ordering::Relaxed))),
+                    },
+                )
+            })
+            .expect("spawn producer")
+    };
     let (handle, rx, json, color) = printer;
     let mut seen = Vec::new();
     let mut shown = Shown::default();
@@ -197,11 +200,11 @@ pub fn run(opts: DemoOptions, out: &mut (dyn Write + Send)) -> Result<DemoReport
             seen.push(s);
         }
     };
-    // Wait for the pipeline to catch up (or a stop), printing as signals arrive.
-    let produced_n = produced.as_ref().map(|n| *n).unwrap_or(0);
-    let deadline_idle = Duration::from_secs(3);
+    // Print signals as they arrive, with a progress line every few seconds, until the
+    // producer is done and the pipeline has caught up (or a stop).
     let mut last_change = Instant::now();
     let mut last_count = 0;
+    let mut next_progress = Instant::now() + Duration::from_secs(5);
     loop {
         while let Ok(line) = rx.try_recv() {
             print(line, &mut seen, out);
@@ -212,16 +215,25 @@ pub fn run(opts: DemoOptions, out: &mut (dyn Write + Send)) -> Result<DemoReport
             last_count = processed;
             last_change = Instant::now();
         }
-        let caught_up = processed >= produced_n;
+        if Instant::now() >= next_progress {
+            eprintln!(
+                "demo: {}/{sent_total} events produced, {processed} processed, {} signals",
+                sent.load(Ordering::Relaxed),
+                metrics.signals_total_value()
+            );
+            next_progress = Instant::now() + Duration::from_secs(5);
+        }
+        let done_producing = producer.is_finished();
+        let caught_up = done_producing && processed >= sent.load(Ordering::Relaxed);
         if opts.stop.load(Ordering::Relaxed)
             || (caught_up && last_change.elapsed() > Duration::from_secs(2))
-            || last_change.elapsed() > deadline_idle * 10
+            || (done_producing && last_change.elapsed() > Duration::from_secs(30))
         {
             break;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    eprintln!();
+    let produced = producer.join().expect("producer thread");
     pipeline_stop.store(true, Ordering::Relaxed);
     let run = pipeline.join().expect("pipeline thread")?;
     // Signals published during shutdown, then stop reading.
@@ -251,7 +263,7 @@ pub fn run(opts: DemoOptions, out: &mut (dyn Write + Send)) -> Result<DemoReport
         produced,
         run,
         signals: seen,
-        labels: sim.labels.clone(),
+        labels,
         metrics_url,
     })
 }
@@ -354,6 +366,11 @@ pub fn render(v: &Value, color: bool) -> String {
     }
     if let Some(r) = e["failure_ratio"].as_f64() {
         facts.push(format!("{:.0}% failed", r * 100.0));
+    }
+    let because = str_at(&v["evidence"], &["because"]);
+    if !because.is_empty() {
+        let from = v["evidence"]["sample_ips"][0].as_str().unwrap_or("?");
+        facts.push(format!("signed in from {from} after {because}"));
     }
     let window = str_at(v, &["window"]);
     if !window.is_empty() {

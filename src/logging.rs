@@ -55,6 +55,13 @@ fn level() -> Level {
     }
 }
 
+/// Sets the level unless `ATOWATCH_LOG` chose one.
+pub fn default_level(l: Level) {
+    if std::env::var_os("ATOWATCH_LOG").is_none() {
+        LEVEL.store(l as u8, Ordering::Relaxed);
+    }
+}
+
 pub fn enabled(l: Level) -> bool {
     l >= level()
 }

@@ -28,7 +28,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 authentication events (user.login success/failure, session.create) and emits ATO \
 signals: brute force, credential stuffing, user enumeration, distributed credential \
 stuffing, and the successful login that follows an attack.",
-    after_help = "Try it with no setup:\n  \
+    after_help = "Try it with no setup (embedded Kafka, simulated attacks, live signals):\n  \
+atowatch demo\n\n\
+In production:\n  \
+ATOWATCH_BROKERS=kafka:9092 atowatch run --config atowatch.toml\n\n\
+On files:\n  \
 atowatch simulate --seed 7 --duration 2h --out events.jsonl --labels labels.json\n  \
 atowatch replay events.jsonl > signals.jsonl\n\n\
 Every threshold comes from config; `atowatch check-config` prints the defaults."
@@ -534,6 +538,8 @@ fn cmd_demo(
     if duration.ms() <= 0 || rate == 0 || partitions < 1 {
         anyhow::bail!("--duration, --rate and --partitions must be positive");
     }
+    // The demo prints its own progress; the pipeline's routine log lines would bury it.
+    atowatch::logging::default_level(atowatch::logging::Level::Warn);
     let stop = stop_on_ctrl_c();
     let opts = DemoOptions {
         seed,
