@@ -437,6 +437,36 @@ impl ConsumerCtx {
     }
 }
 
+/// An asynchronous commit whose result comes back through `commit_callback`.
+///
+/// rust-rdkafka's `commit(.., CommitMode::Async)` passes no reply queue, so with the
+/// event API its result is never delivered (rust-rdkafka issue #856): failures would go
+/// unseen and the committed-offset gauge would never move. Passing the consumer queue,
+/// as the proposed fix does, routes the result to `BaseConsumer::poll`, which calls
+/// `commit_callback` on this thread.
+fn commit_async_with_callback<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    tpl: &TopicPartitionList,
+) -> Result<(), RDKafkaErrorCode> {
+    use rdkafka::bindings as rd;
+    let rk = consumer.client().native_ptr();
+    // SAFETY: `rk` is the live consumer handle; the queue handle returned is released
+    // below; librdkafka copies `tpl` before returning, so the borrow suffices.
+    let err = unsafe {
+        let queue = rd::rd_kafka_queue_get_consumer(rk);
+        let err = rd::rd_kafka_commit_queue(rk, tpl.ptr(), queue, None, std::ptr::null_mut());
+        if !queue.is_null() {
+            rd::rd_kafka_queue_destroy(queue);
+        }
+        err
+    };
+    if err == RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR {
+        Ok(())
+    } else {
+        Err(err.into())
+    }
+}
+
 /// Commits `(slot, topic, partition, offset)` entries and waits for the answer.
 fn commit_sync<C: ConsumerContext>(
     consumer: &BaseConsumer<C>,
@@ -804,7 +834,7 @@ impl Pipeline {
         for (_, t, p, o) in &list {
             let _ = tpl.add_partition_offset(t, *p, Offset::Offset(*o));
         }
-        if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
+        if let Err(e) = commit_async_with_callback(&self.consumer, &tpl) {
             self.w.shared.metrics.commit_errors.inc();
             logging::log_limited(
                 Level::Warn,
