@@ -778,13 +778,17 @@ fn a_refused_publish_is_counted_retried_and_holds_back_the_commit() {
     );
     // The running pipeline learns of its own asynchronous commits (the gauge moves and
     // broker-side failures would be counted) before any shutdown commit.
-    wait_for("the committed-offset gauge", Duration::from_secs(10), || {
-        metric_sum(
-            &parse_metrics(&metrics.render()),
-            "atowatch_committed_offset",
-            &[("partition", "0")],
-        ) == events.len() as f64
-    });
+    wait_for(
+        "the committed-offset gauge",
+        Duration::from_secs(10),
+        || {
+            metric_sum(
+                &parse_metrics(&metrics.render()),
+                "atowatch_committed_offset",
+                &[("partition", "0")],
+            ) == events.len() as f64
+        },
+    );
     stop.store(true, Ordering::Relaxed);
     let summary = run.join().unwrap().expect("run");
     assert_eq!(summary.unacknowledged, 0);
