@@ -801,3 +801,47 @@ fn a_refused_publish_is_counted_retried_and_holds_back_the_commit() {
         "{out:?}"
     );
 }
+
+#[test]
+fn simulate_produces_into_a_real_topic_keyed_by_client_ip() {
+    let c = Cluster::new(2);
+    let out = Command::new(env!("CARGO_BIN_EXE_atowatch"))
+        .args(["simulate", "--duration", "1h", "--attacks", "none"])
+        .args([
+            "--events",
+            "2000",
+            "--brokers",
+            &c.brokers,
+            "--topic",
+            EVENTS,
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("simulate");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let file = Command::new(env!("CARGO_BIN_EXE_atowatch"))
+        .args(["simulate", "--duration", "1h", "--attacks", "none"])
+        .args(["--events", "2000"])
+        .output()
+        .expect("simulate to stdout");
+    let lines: Vec<&[u8]> = file
+        .stdout
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
+    let records = read_all(&c.brokers, EVENTS);
+    assert_eq!(records.len(), lines.len(), "{err}");
+    let mut got: Vec<&[u8]> = records.iter().map(|r| r.payload.as_slice()).collect();
+    let mut want = lines.clone();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want, "the same events as the file, byte for byte");
+    for r in &records {
+        assert_eq!(
+            r.key.as_deref(),
+            Some(atowatch::kafka::produce::event_key(&r.payload)),
+            "keyed by client IP"
+        );
+    }
+}
