@@ -134,6 +134,7 @@ pub struct Config {
     pub rules: RulesConfig,
     pub kafka: KafkaConfig,
     pub http: HttpConfig,
+    pub decisions: DecisionsConfig,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -356,6 +357,171 @@ impl Default for HttpConfig {
         HttpConfig {
             bind: "0.0.0.0:9464".into(),
         }
+    }
+}
+
+/// What a decision tells the enforcer. Ordered by strength: a ban outranks a challenge.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    None,
+    Challenge,
+    Ban,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionRule {
+    pub action: Action,
+    pub ttl: Dur,
+}
+
+const fn decision(action: Action, ttl: Dur) -> DecisionRule {
+    DecisionRule { action, ttl }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DecisionRules {
+    pub bruteforce: DecisionRule,
+    pub distributed_bruteforce: DecisionRule,
+    pub credential_stuffing: DecisionRule,
+    pub credential_stuffing_slow: DecisionRule,
+    pub user_enumeration: DecisionRule,
+    pub ip_velocity: DecisionRule,
+    pub distributed_credential_stuffing: DecisionRule,
+    pub campaign_participant: DecisionRule,
+    pub account_takeover: DecisionRule,
+}
+
+impl Default for DecisionRules {
+    fn default() -> Self {
+        DecisionRules {
+            bruteforce: decision(Action::Challenge, Dur::hours(1)),
+            distributed_bruteforce: decision(Action::Challenge, Dur::hours(1)),
+            credential_stuffing: decision(Action::Ban, Dur::mins(15)),
+            credential_stuffing_slow: decision(Action::Ban, Dur::mins(15)),
+            user_enumeration: decision(Action::Ban, Dur::mins(15)),
+            ip_velocity: decision(Action::None, Dur::mins(15)),
+            distributed_credential_stuffing: decision(Action::None, Dur::mins(15)),
+            campaign_participant: decision(Action::Ban, Dur::mins(15)),
+            account_takeover: decision(Action::Ban, Dur::hours(1)),
+        }
+    }
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::None => "none",
+            Action::Challenge => "challenge",
+            Action::Ban => "ban",
+        }
+    }
+}
+
+impl DecisionRules {
+    pub fn get(&self, rule: Rule) -> &DecisionRule {
+        match rule {
+            Rule::Bruteforce => &self.bruteforce,
+            Rule::DistributedBruteforce => &self.distributed_bruteforce,
+            Rule::CredentialStuffing => &self.credential_stuffing,
+            Rule::CredentialStuffingSlow => &self.credential_stuffing_slow,
+            Rule::UserEnumeration => &self.user_enumeration,
+            Rule::IpVelocity => &self.ip_velocity,
+            Rule::DistributedCredentialStuffing => &self.distributed_credential_stuffing,
+            Rule::CampaignParticipant => &self.campaign_participant,
+            Rule::AccountTakeover => &self.account_takeover,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SeverityFactor {
+    pub low: f64,
+    pub medium: f64,
+    pub high: f64,
+    pub critical: f64,
+}
+
+impl Default for SeverityFactor {
+    fn default() -> Self {
+        SeverityFactor {
+            low: 1.0,
+            medium: 1.0,
+            high: 1.0,
+            critical: 2.0,
+        }
+    }
+}
+
+impl SeverityFactor {
+    pub fn get(&self, s: Severity) -> f64 {
+        match s {
+            Severity::Low => self.low,
+            Severity::Medium => self.medium,
+            Severity::High => self.high,
+            Severity::Critical => self.critical,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DecisionsConfig {
+    pub enabled: bool,
+    /// Compacted topic the decisions are published to, keyed by entity; "" = none.
+    pub topic: String,
+    /// Bearer token for `GET /v1/decisions`; prefer `api_token_file` or the
+    /// `ATOWATCH_DECISIONS_TOKEN` environment variable. Empty everywhere = API off.
+    pub api_token: String,
+    pub api_token_file: String,
+    pub max_ttl: Dur,
+    pub repeat_window: Dur,
+    pub severity_factor: SeverityFactor,
+    pub rules: DecisionRules,
+}
+
+impl Default for DecisionsConfig {
+    fn default() -> Self {
+        DecisionsConfig {
+            enabled: true,
+            topic: "atowatch-decisions".into(),
+            api_token: String::new(),
+            api_token_file: String::new(),
+            max_ttl: Dur::hours(24),
+            repeat_window: Dur::hours(24),
+            severity_factor: SeverityFactor::default(),
+            rules: DecisionRules::default(),
+        }
+    }
+}
+
+impl DecisionsConfig {
+    /// The API token: `ATOWATCH_DECISIONS_TOKEN`, else the file, else the config value.
+    /// `None` keeps the endpoint off.
+    pub fn token(&self, env: Option<String>) -> Result<Option<String>, String> {
+        if let Some(t) = env.filter(|t| !t.trim().is_empty()) {
+            return Ok(Some(t.trim().to_string()));
+        }
+        if !self.api_token_file.is_empty() {
+            let t = std::fs::read_to_string(&self.api_token_file).map_err(|e| {
+                format!(
+                    "decisions.api_token_file: cannot read {}: {e}",
+                    self.api_token_file
+                )
+            })?;
+            let t = t.trim().to_string();
+            if t.is_empty() {
+                return Err(format!(
+                    "decisions.api_token_file: {} is empty",
+                    self.api_token_file
+                ));
+            }
+            return Ok(Some(t));
+        }
+        Ok(Some(self.api_token.trim().to_string()).filter(|t| !t.is_empty()))
     }
 }
 
@@ -788,7 +954,52 @@ impl Config {
     /// Every impossible value is an error naming its key.
     pub fn validate(&self) -> Result<(), KeyError> {
         self.validate_kafka()?;
+        self.validate_decisions()?;
         self.validate_rules()
+    }
+
+    fn validate_decisions(&self) -> Result<(), KeyError> {
+        let d = &self.decisions;
+        positive("decisions.max_ttl", d.max_ttl)?;
+        non_negative("decisions.repeat_window", d.repeat_window)?;
+        for (k, v) in [
+            ("low", d.severity_factor.low),
+            ("medium", d.severity_factor.medium),
+            ("high", d.severity_factor.high),
+            ("critical", d.severity_factor.critical),
+        ] {
+            if !(v > 0.0 && v <= 1000.0) {
+                return Err(key_err(
+                    &format!("decisions.severity_factor.{k}"),
+                    "must be above 0 and at most 1000",
+                ));
+            }
+        }
+        for rule in Rule::ALL {
+            let r = d.rules.get(rule);
+            if r.action != Action::None {
+                positive(&format!("decisions.rules.{rule}.ttl"), r.ttl)?;
+            }
+            if rule.entity_type() == EntityType::Service && r.action != Action::None {
+                return Err(key_err(
+                    &format!("decisions.rules.{rule}.action"),
+                    "a service-wide signal has no entity to act on; its campaign_participant signals do",
+                ));
+            }
+        }
+        if !d.api_token.is_empty() && d.api_token.trim().len() < 16 {
+            return Err(key_err(
+                "decisions.api_token",
+                "must be at least 16 characters",
+            ));
+        }
+        if d.topic == self.kafka.signals_topic || d.topic == self.kafka.dead_letter_topic {
+            return Err(key_err(
+                "decisions.topic",
+                "must differ from the signals and dead-letter topics",
+            ));
+        }
+        Ok(())
     }
 
     fn validate_kafka(&self) -> Result<(), KeyError> {

@@ -65,6 +65,8 @@ pub struct SeenSignal {
 
 pub struct DemoReport {
     pub produced: u64,
+    /// Decisions in force at the end, by (action, scope).
+    pub decisions: Vec<(String, i64)>,
     pub run: kafka::RunSummary,
     pub signals: Vec<SeenSignal>,
     pub labels: Labels,
@@ -81,6 +83,7 @@ pub fn run(opts: DemoOptions, out: &mut (dyn Write + Send)) -> Result<DemoReport
     cluster.create_topic(EVENTS, opts.partitions, 1)?;
     cluster.create_topic(SIGNALS, opts.partitions, 1)?;
     cluster.create_topic(DLQ, 1, 1)?;
+    cluster.create_topic(&Config::default().decisions.topic, 1, 1)?;
     let brokers = cluster.bootstrap_servers();
 
     let now_ms = chrono::Utc::now().timestamp_millis();
@@ -107,9 +110,19 @@ pub fn run(opts: DemoOptions, out: &mut (dyn Write + Send)) -> Result<DemoReport
         .enable_all()
         .build()
         .expect("tokio runtime");
+    // The demo serves the decisions API too, with a throwaway token it prints.
+    let token: String = {
+        use std::hash::BuildHasher;
+        // RandomState is keyed from the OS's randomness: good enough for a demo token.
+        let r = std::collections::hash_map::RandomState::new();
+        format!("demo-{:016x}{:016x}", r.hash_one(1u8), r.hash_one(2u8))
+    };
+    let decisions = Arc::new(crate::decisions::DecisionTable::new());
     let state = crate::http::HttpState {
         metrics: metrics.clone(),
         health: health.clone(),
+        decisions: decisions.clone(),
+        token: Some(token.clone().into()),
     };
     let addr = rt.block_on(async {
         match crate::http::serve(&opts.http_bind, state.clone()).await {
@@ -128,11 +141,15 @@ pub fn run(opts: DemoOptions, out: &mut (dyn Write + Send)) -> Result<DemoReport
         secs
     );
     eprintln!("demo: metrics at {metrics_url} (also /healthz, /readyz)");
+    eprintln!(
+        "demo: decisions: curl -H 'Authorization: Bearer {token}' http://{addr}/v1/decisions"
+    );
 
     let pipeline_stop = Arc::new(AtomicBool::new(false));
     let run_opts = RunOptions {
         stop: pipeline_stop.clone(),
-        stop_after: None,
+        decisions: decisions.clone(),
+        ..RunOptions::default()
     };
     let (m2, h2) = (metrics.clone(), health.clone());
     let pipeline = std::thread::Builder::new()
@@ -259,8 +276,15 @@ pub fn run(opts: DemoOptions, out: &mut (dyn Write + Send)) -> Result<DemoReport
     }
     let produced = produced?;
     drop(cluster);
+    let mut decision_counts: Vec<(String, i64)> = decisions
+        .counts()
+        .into_iter()
+        .map(|((a, s), n)| (format!("{} {}", a.as_str(), s.as_str()), n))
+        .collect();
+    decision_counts.sort();
     Ok(DemoReport {
         produced,
+        decisions: decision_counts,
         run,
         signals: seen,
         labels,
@@ -455,6 +479,18 @@ impl DemoReport {
                 ));
             }
         }
+        s.push_str(&format!(
+            "Decisions in force: {}\n",
+            if self.decisions.is_empty() {
+                "none".to_string()
+            } else {
+                self.decisions
+                    .iter()
+                    .map(|(k, n)| format!("{n} {k}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+        ));
         s.push_str(&format!("Metrics were served at {}\n", self.metrics_url));
         s
     }

@@ -1,15 +1,18 @@
 //! HTTP: `/metrics` (Prometheus text format), `/healthz` (the loop turns), `/readyz`
-//! (group joined and a broker reachable).
+//! (group joined and a broker reachable), `/v1/decisions` (bearer token).
+
+use std::collections::HashMap;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 
+use crate::decisions::{self, DecisionTable};
 use crate::kafka::Health;
 use crate::metrics::Metrics;
 
@@ -17,6 +20,21 @@ use crate::metrics::Metrics;
 pub struct HttpState {
     pub metrics: Arc<Metrics>,
     pub health: Arc<Health>,
+    pub decisions: Arc<DecisionTable>,
+    /// The bearer token `/v1/decisions` requires; `None` keeps the endpoint off.
+    pub token: Option<Arc<str>>,
+}
+
+impl HttpState {
+    /// Metrics and health only; the decisions endpoint off.
+    pub fn new(metrics: Arc<Metrics>, health: Arc<Health>) -> HttpState {
+        HttpState {
+            metrics,
+            health,
+            decisions: Arc::new(DecisionTable::new()),
+            token: None,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +51,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/v1/decisions", get(list_decisions))
         .route("/", get(index))
         .with_state(state)
 }
@@ -69,7 +88,91 @@ async fn readyz(State(s): State<HttpState>) -> impl IntoResponse {
 }
 
 async fn index() -> &'static str {
-    "atowatch: /metrics /healthz /readyz\n"
+    "atowatch: /metrics /healthz /readyz /v1/decisions\n"
+}
+
+/// Compares without an early exit, so response time does not leak a token prefix.
+fn same_token(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn json_error(status: StatusCode, msg: &str) -> axum::response::Response {
+    let body = serde_json::json!({ "error": msg }).to_string();
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// Parses `since`: RFC 3339 or epoch milliseconds.
+fn parse_since(s: &str) -> Option<i64> {
+    s.parse::<i64>()
+        .ok()
+        .or_else(|| crate::event::parse_rfc3339_ms(s))
+}
+
+async fn list_decisions(
+    State(s): State<HttpState>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> axum::response::Response {
+    let Some(token) = s.token.as_deref() else {
+        return json_error(
+            StatusCode::NOT_FOUND,
+            "the decisions API is off: set decisions.api_token_file or ATOWATCH_DECISIONS_TOKEN",
+        );
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let Some(given) = given else {
+        let mut r = json_error(StatusCode::UNAUTHORIZED, "a bearer token is required");
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer realm=\"atowatch\""),
+        );
+        return r;
+    };
+    if !same_token(given.trim().as_bytes(), token.as_bytes()) {
+        return json_error(StatusCode::FORBIDDEN, "wrong token");
+    }
+    let mut query = decisions::Query::default();
+    for (k, v) in &q {
+        match k.as_str() {
+            "ip" => match crate::normalize::parse_ip(v) {
+                Some(ip) => query.ip = Some(ip),
+                None => return json_error(StatusCode::BAD_REQUEST, "ip: not an IP address"),
+            },
+            "account" => query.account = Some(v.clone()),
+            "since" => match parse_since(v) {
+                Some(ms) => query.since_ms = Some(ms),
+                None => {
+                    return json_error(
+                        StatusCode::BAD_REQUEST,
+                        "since: use RFC 3339 or epoch milliseconds (the `now` of the previous answer)",
+                    );
+                }
+            },
+            other => {
+                return json_error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("unknown parameter `{other}` (ip, account, since)"),
+                );
+            }
+        }
+    }
+    let now = chrono::Utc::now().timestamp_millis();
+    let (active, ended) = s.decisions.query(&query, now);
+    let mut body = serde_json::json!({
+        "now": crate::event::format_ts(now),
+        "decisions": active,
+    });
+    if query.since_ms.is_some() {
+        body["deleted"] = serde_json::to_value(ended).expect("decisions serialize");
+    }
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 /// Binds `addr` and serves until the runtime stops. Returns the bound address (port 0

@@ -6,6 +6,7 @@
 //! traffic with labelled attacks.
 
 pub mod config;
+pub mod decisions;
 pub mod demo;
 pub mod detectors;
 pub mod engine;

@@ -489,9 +489,23 @@ fn cmd_run(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         .thread_name("http")
         .enable_all()
         .build()?;
+    let token = match cfg
+        .decisions
+        .token(std::env::var("ATOWATCH_DECISIONS_TOKEN").ok())
+    {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("atowatch: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let decisions = Arc::new(atowatch::decisions::DecisionTable::new());
+    let api_on = token.is_some();
     let state = HttpState {
         metrics: metrics.clone(),
         health: health.clone(),
+        decisions: decisions.clone(),
+        token: token.map(Into::into),
     };
     let addr = rt.block_on(atowatch::http::serve(&cfg.http.bind, state))?;
     atowatch::info!(
@@ -510,9 +524,16 @@ fn cmd_run(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         atowatch::error!("run", "shutdown did not finish within {bound:?}; exiting");
         std::process::exit(1);
     });
+    if !api_on {
+        atowatch::info!(
+            "http",
+            "/v1/decisions is off: set decisions.api_token_file or ATOWATCH_DECISIONS_TOKEN"
+        );
+    }
     let opts = RunOptions {
         stop,
-        stop_after: None,
+        decisions,
+        ..RunOptions::default()
     };
     let summary = kafka::run(cfg, metrics, health, opts)?;
     drop(rt);

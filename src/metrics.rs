@@ -48,6 +48,9 @@ pub struct Metrics {
     pub brokers_up: IntGauge,
     pub ready: IntGauge,
     pub build_info: IntGaugeVec,
+    /// Decisions made, by action and scope (never by entity: no IP or account labels).
+    pub decisions: IntCounterVec,
+    pub decisions_active: IntGaugeVec,
     /// Pre-resolved children, so syncing touches no label maps.
     event_children: [IntCounter; 3],
     invalid_children: Vec<IntCounter>,
@@ -282,6 +285,18 @@ impl Metrics {
                 &r,
                 "atowatch_ready",
                 "1 when /readyz reports ready: group joined and a broker reachable.",
+            ),
+            decisions: counter_vec(
+                &r,
+                "atowatch_decisions_total",
+                "Decisions made from signals, by action (ban, challenge) and scope (ip, range, account).",
+                &["action", "scope"],
+            ),
+            decisions_active: gauge_vec(
+                &r,
+                "atowatch_decisions_active",
+                "Decisions in force now, by action and scope.",
+                &["action", "scope"],
             ),
             events,
             invalid,

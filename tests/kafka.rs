@@ -241,10 +241,7 @@ fn metrics_scraped_over_http_match_what_was_sent() {
         .enable_all()
         .build()
         .unwrap();
-    let state = atowatch::http::HttpState {
-        metrics: metrics.clone(),
-        health: health.clone(),
-    };
+    let state = atowatch::http::HttpState::new(metrics.clone(), health.clone());
     let addr = rt
         .block_on(atowatch::http::serve("127.0.0.1:0", state))
         .expect("bind")
@@ -844,4 +841,136 @@ fn simulate_produces_into_a_real_topic_keyed_by_client_ip() {
             "keyed by client IP"
         );
     }
+}
+
+#[test]
+fn decisions_are_served_with_a_bearer_token_and_published_to_the_compacted_topic() {
+    let c = Cluster::new(1);
+    let mut events = bruteforce_events();
+    // Credential stuffing from another IP: 20 accounts in 4 minutes.
+    for i in 0..20 {
+        events.push(
+            Ev::failure(
+                T0 + 5 * MIN + i * 12 * SEC,
+                "203.0.113.50",
+                &format!("u{i}@example.com"),
+            )
+            .json()
+            .into_bytes(),
+        );
+    }
+    // The same from an allowlisted network: never a decision.
+    for i in 0..20 {
+        events.push(
+            Ev::failure(
+                T0 + 5 * MIN + i * 12 * SEC,
+                "198.51.100.9",
+                &format!("v{i}@example.com"),
+            )
+            .json()
+            .into_bytes(),
+        );
+    }
+    produce(&c.brokers, EVENTS, events.iter().map(Vec::as_slice), None);
+    let mut cfg = config(&c.brokers);
+    cfg.normalize.allowlist = vec!["198.51.100.0/24".into()];
+    let token = "test-token-0123456789";
+    let metrics = Arc::new(Metrics::new());
+    let health = Arc::new(Health::default());
+    let decisions = Arc::new(atowatch::decisions::DecisionTable::new());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let serve = |token: Option<&str>| {
+        let state = atowatch::http::HttpState {
+            metrics: metrics.clone(),
+            health: health.clone(),
+            decisions: decisions.clone(),
+            token: token.map(Into::into),
+        };
+        rt.block_on(atowatch::http::serve("127.0.0.1:0", state))
+            .unwrap()
+            .to_string()
+    };
+    let addr = serve(Some(token));
+    let off = serve(None);
+    let opts = RunOptions {
+        stop_after: Some(events.len() as u64),
+        decisions: decisions.clone(),
+        ..RunOptions::default()
+    };
+    let (m, h) = (metrics.clone(), health.clone());
+    let started = atowatch::event::format_ts(chrono::Utc::now().timestamp_millis() - 1000);
+    kafka::run(cfg, m, h, opts).expect("run");
+
+    let get = |addr: &str, path: &str, auth: Option<&str>| -> (u16, String) {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        use std::io::{Read, Write};
+        let auth = auth
+            .map(|t| format!("Authorization: Bearer {t}\r\n"))
+            .unwrap_or_default();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut buf = String::new();
+        s.read_to_string(&mut buf).unwrap();
+        let status = buf.split_whitespace().nth(1).unwrap().parse().unwrap();
+        (status, buf.split_once("\r\n\r\n").unwrap().1.to_string())
+    };
+    assert_eq!(
+        get(&off, "/v1/decisions", Some(token)).0,
+        404,
+        "off without a token"
+    );
+    assert_eq!(get(&addr, "/v1/decisions", None).0, 401);
+    assert_eq!(get(&addr, "/v1/decisions", Some("wrong-token")).0, 403);
+    let (status, body) = get(&addr, "/v1/decisions", Some(token));
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let all = v["decisions"].as_array().unwrap();
+    let find = |id: &str| all.iter().find(|d| d["id"] == id).cloned();
+    let victim = find("account:victim@example.com").expect("account decision");
+    assert_eq!(
+        victim["type"], "ban",
+        "the takeover outranks the bruteforce challenge"
+    );
+    assert_eq!(victim["rule"], "account_takeover");
+    let stuffer = find("ip:203.0.113.50").expect("IP decision");
+    assert_eq!(
+        (stuffer["type"].as_str(), stuffer["duration_s"].as_i64()),
+        (Some("ban"), Some(900))
+    );
+    assert!(find("ip:198.51.100.9").is_none(), "allowlisted: {body}");
+    let (_, one) = get(&addr, "/v1/decisions?ip=203.0.113.50", Some(token));
+    let one: serde_json::Value = serde_json::from_str(&one).unwrap();
+    assert_eq!(one["decisions"].as_array().unwrap().len(), 1);
+    let (_, since) = get(
+        &addr,
+        &format!("/v1/decisions?since={started}"),
+        Some(token),
+    );
+    let since: serde_json::Value = serde_json::from_str(&since).unwrap();
+    assert_eq!(since["decisions"].as_array().unwrap().len(), all.len());
+    assert!(since["deleted"].as_array().unwrap().is_empty());
+    assert_eq!(get(&addr, "/v1/decisions?ip=nope", Some(token)).0, 400);
+
+    let published = read_all(&c.brokers, DECISIONS);
+    let keys: BTreeSet<String> = published
+        .iter()
+        .map(|r| String::from_utf8_lossy(r.key.as_deref().unwrap()).into_owned())
+        .collect();
+    assert!(keys.contains("account:victim@example.com"), "{keys:?}");
+    assert!(keys.contains("ip:203.0.113.50"), "{keys:?}");
+    let m = parse_metrics(&metrics.render());
+    assert!(
+        metric_sum(
+            &m,
+            "atowatch_decisions_total",
+            &[("action", "ban"), ("scope", "ip")]
+        ) >= 1.0
+    );
 }

@@ -22,6 +22,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 
 use crate::config::Config;
+use crate::decisions::{Decider, Decision, DecisionTable};
 use crate::engine::{Engine, Processed};
 use crate::logging::{self, Level};
 use crate::metrics::{EngineSync, Metrics};
@@ -43,6 +44,8 @@ pub struct RunOptions {
     pub stop: Arc<AtomicBool>,
     /// Stop gracefully after this many live messages (benchmarks and tests).
     pub stop_after: Option<u64>,
+    /// Where decisions go; the HTTP API reads the same table.
+    pub decisions: Arc<DecisionTable>,
 }
 
 impl Default for RunOptions {
@@ -50,6 +53,7 @@ impl Default for RunOptions {
         RunOptions {
             stop: Arc::new(AtomicBool::new(false)),
             stop_after: None,
+            decisions: Arc::new(DecisionTable::new()),
         }
     }
 }
@@ -71,11 +75,15 @@ pub struct RunSummary {
 enum OutKind {
     Signal,
     DeadLetter,
+    Decision,
+    /// A null record ending an expired decision on the compacted topic.
+    Tombstone,
 }
 
 /// Rides with each record as its delivery opaque.
 pub struct OutMeta {
-    origin: Origin,
+    /// The event whose offset waits for this record; none for tombstones.
+    origin: Option<Origin>,
     kind: OutKind,
     /// Kafka timestamp of the event that caused the output, for the latency histogram.
     source_ts_ms: Option<i64>,
@@ -86,7 +94,8 @@ pub struct OutMeta {
 struct Retry {
     topic: String,
     key: Option<Vec<u8>>,
-    payload: Vec<u8>,
+    /// None for tombstones.
+    payload: Option<Vec<u8>>,
     headers: Vec<(String, Vec<u8>)>,
     meta: Box<OutMeta>,
     due: Instant,
@@ -101,6 +110,7 @@ struct Shared {
     retries: Mutex<Vec<Retry>>,
     producer: OnceLock<Arc<BaseProducer<ProducerCtx>>>,
     warmup_ms: i64,
+    decisions: Arc<DecisionTable>,
 }
 
 impl Shared {
@@ -537,7 +547,9 @@ impl ProducerContext for ProducerCtx {
         let sh = &self.shared;
         match r {
             Ok(_) => {
-                sh.tracker().acked(meta.origin);
+                if let Some(o) = meta.origin {
+                    sh.tracker().acked(o);
+                }
                 match meta.kind {
                     OutKind::Signal => {
                         if let Some(ts) = meta.source_ts_ms {
@@ -548,6 +560,7 @@ impl ProducerContext for ProducerCtx {
                         }
                     }
                     OutKind::DeadLetter => sh.metrics.dead_letters.inc(),
+                    OutKind::Decision | OutKind::Tombstone => {}
                 }
             }
             Err((e, msg)) => {
@@ -567,7 +580,7 @@ impl ProducerContext for ProducerCtx {
                         "delivery to {} failed: {e}; retrying in {:?}; the source offset {} stays uncommitted until it succeeds",
                         msg.topic(),
                         backoff,
-                        meta.origin.offset,
+                        meta.origin.map_or(-1, |o| o.offset),
                     ),
                 );
                 let headers = msg
@@ -581,7 +594,7 @@ impl ProducerContext for ProducerCtx {
                 let retry = Retry {
                     topic: msg.topic().to_string(),
                     key: msg.key().map(<[u8]>::to_vec),
-                    payload: msg.payload().unwrap_or_default().to_vec(),
+                    payload: msg.payload().map(<[u8]>::to_vec),
                     headers,
                     meta,
                     due: Instant::now() + backoff,
@@ -614,6 +627,9 @@ struct Worker {
     shared: Arc<Shared>,
     sync: EngineSync,
     signals: Vec<Signal>,
+    decider: Decider,
+    /// Decisions of the event in hand, to publish (reused buffer).
+    decisions: Vec<Decision>,
     summary: RunSummary,
 }
 
@@ -625,7 +641,7 @@ pub fn run(
     health: Arc<Health>,
     opts: RunOptions,
 ) -> Result<RunSummary, KafkaError> {
-    let mut p = Pipeline::new(cfg, metrics, health)?;
+    let mut p = Pipeline::new(cfg, metrics, health, opts.decisions.clone())?;
     p.run(&opts);
     Ok(p.shutdown())
 }
@@ -635,8 +651,10 @@ impl Pipeline {
         cfg: Config,
         metrics: Arc<Metrics>,
         health: Arc<Health>,
+        decisions: Arc<DecisionTable>,
     ) -> Result<Pipeline, KafkaError> {
         let engine = Engine::new(cfg.clone());
+        let decider = Decider::new(&cfg.decisions, cfg.allowlist());
         let warmup_ms = if cfg.kafka.warmup_window.ms() > 0 {
             cfg.kafka.warmup_window.ms()
         } else {
@@ -650,6 +668,7 @@ impl Pipeline {
             retries: Mutex::new(Vec::new()),
             producer: OnceLock::new(),
             warmup_ms,
+            decisions,
         });
         let kcfg = &shared.cfg.kafka;
         let producer: BaseProducer<ProducerCtx> = producer_config(kcfg)
@@ -688,6 +707,8 @@ impl Pipeline {
                 shared,
                 sync: EngineSync::default(),
                 signals: Vec::new(),
+                decider,
+                decisions: Vec::new(),
                 summary: RunSummary::default(),
             },
             paused: false,
@@ -948,8 +969,22 @@ impl Worker {
             Processed::Invalid(e) => Some(e),
             _ => None,
         };
-        let outputs = self.signals.len() as u32 + invalid.is_some() as u32;
-        let origin = self.shared.tracker().processed(slot, offset, outputs);
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let publish_decisions = !self.shared.cfg.decisions.topic.is_empty();
+        for sig in &self.signals {
+            if let Some(d) = self.decider.decide(sig, now_ms) {
+                self.shared
+                    .metrics
+                    .decisions
+                    .with_label_values(&[d.action.as_str(), d.scope.as_str()])
+                    .inc();
+                if self.shared.decisions.upsert(d.clone()) && publish_decisions {
+                    self.decisions.push(d);
+                }
+            }
+        }
+        let outputs = (self.signals.len() + self.decisions.len()) as u32 + invalid.is_some() as u32;
+        let origin = Some(self.shared.tracker().processed(slot, offset, outputs));
         if outputs == 0 {
             return;
         }
@@ -992,6 +1027,24 @@ impl Worker {
         }
         self.signals = signals;
         self.signals.clear();
+        let decisions = std::mem::take(&mut self.decisions);
+        for d in &decisions {
+            let json = d.to_json();
+            let meta = Box::new(OutMeta {
+                origin,
+                kind: OutKind::Decision,
+                source_ts_ms: source_ts,
+                attempts: 0,
+            });
+            let headers = src_headers(OwnedHeaders::new_with_capacity(3));
+            let rec = BaseRecord::with_opaque_to(&sh.cfg.decisions.topic, meta)
+                .key(d.id.as_bytes())
+                .payload(json.as_bytes())
+                .headers(headers);
+            self.send(rec);
+        }
+        self.decisions = decisions;
+        self.decisions.clear();
         if let Some(e) = invalid {
             self.summary.dead_letters += 1;
             let headers = src_headers(OwnedHeaders::new_with_capacity(5))
@@ -1061,7 +1114,7 @@ impl Worker {
                         .push(Retry {
                             topic: r.topic.to_string(),
                             key: r.key.map(<[u8]>::to_vec),
-                            payload: r.payload.map(<[u8]>::to_vec).unwrap_or_default(),
+                            payload: r.payload.map(<[u8]>::to_vec),
                             headers,
                             meta,
                             due,
@@ -1095,9 +1148,10 @@ impl Worker {
                     value: Some(v.as_slice()),
                 });
             }
-            let mut rec = BaseRecord::with_opaque_to(&r.topic, r.meta)
-                .payload(r.payload.as_slice())
-                .headers(headers);
+            let mut rec = BaseRecord::with_opaque_to(&r.topic, r.meta).headers(headers);
+            if let Some(p) = &r.payload {
+                rec = rec.payload(p.as_slice());
+            }
             if let Some(k) = &r.key {
                 rec = rec.key(k.as_slice());
             }
@@ -1126,5 +1180,33 @@ impl Worker {
             .heartbeat_ms
             .store(chrono::Utc::now().timestamp_millis(), Ordering::Relaxed);
         m.ready.set(sh.health.ready() as i64);
+        self.expire_decisions();
+    }
+
+    /// Ends decisions whose time is up; on the compacted topic a tombstone (null value)
+    /// under the same key ends them for every reader.
+    fn expire_decisions(&self) {
+        let sh = &self.shared;
+        let gone = sh.decisions.expire(chrono::Utc::now().timestamp_millis());
+        if !sh.cfg.decisions.topic.is_empty() {
+            for d in &gone {
+                let meta = Box::new(OutMeta {
+                    origin: None,
+                    kind: OutKind::Tombstone,
+                    source_ts_ms: None,
+                    attempts: 0,
+                });
+                let rec: BaseRecord<'_, [u8], [u8], Box<OutMeta>> =
+                    BaseRecord::with_opaque_to(&sh.cfg.decisions.topic, meta).key(d.id.as_bytes());
+                self.send(rec);
+            }
+        }
+        let m = &sh.metrics;
+        m.decisions_active.reset();
+        for ((action, scope), n) in sh.decisions.counts() {
+            m.decisions_active
+                .with_label_values(&[action.as_str(), scope.as_str()])
+                .set(n);
+        }
     }
 }

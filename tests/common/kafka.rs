@@ -25,6 +25,7 @@ use atowatch::metrics::Metrics;
 pub const EVENTS: &str = "auth-events";
 pub const SIGNALS: &str = "ato-signals";
 pub const DLQ: &str = "auth-events-dlq";
+pub const DECISIONS: &str = "atowatch-decisions";
 
 pub struct Cluster {
     pub mock: MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
@@ -38,6 +39,7 @@ impl Cluster {
         mock.create_topic(EVENTS, partitions, 1).expect("topic");
         mock.create_topic(SIGNALS, 1, 1).expect("topic");
         mock.create_topic(DLQ, 1, 1).expect("topic");
+        mock.create_topic(DECISIONS, 1, 1).expect("topic");
         let brokers = mock.bootstrap_servers();
         Cluster {
             mock,

@@ -1,0 +1,429 @@
+//! Decisions: what a WAF or API gateway should do about a signal's entity.
+//!
+//! `ban` an IP (or an IPv6 prefix), `challenge` (step-up, MFA) or `ban` an account, each
+//! for a TTL set by rule and severity and lengthened for repeat offenders. The pipeline
+//! thread decides (it owns the repeat-offender memory); the table is a `DashMap`
+//! because the HTTP API reads it from other threads. Decisions live in wall-clock time:
+//! they are enforced now, whatever the event time of the attack was.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+
+use dashmap::DashMap;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Action, DecisionsConfig};
+use crate::event::format_ts;
+use crate::normalize::{Cidr, CidrSet, parse_ip};
+use crate::signal::{EntityType, Signal};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    Ip,
+    /// An IPv6 prefix (`2001:db8:1:2::/64`): the engine counts IPv6 clients per prefix.
+    Range,
+    Account,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Ip => "ip",
+            Scope::Range => "range",
+            Scope::Account => "account",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    /// `<scope>:<value>`: one decision per entity; also the Kafka key.
+    pub id: String,
+    pub scope: Scope,
+    pub value: String,
+    #[serde(rename = "type")]
+    pub action: Action,
+    pub duration_s: i64,
+    /// RFC 3339, wall clock.
+    pub created: String,
+    pub until: String,
+    pub rule: String,
+    pub severity: String,
+    pub signal_id: String,
+    /// 1 for a first offence; n for the n-th decision on this entity in the repeat window.
+    pub offence: u32,
+    pub reason: String,
+    #[serde(skip)]
+    pub created_ms: i64,
+    #[serde(skip)]
+    pub until_ms: i64,
+}
+
+impl Decision {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("decisions serialize")
+    }
+
+    /// Whether this decision covers the address (an IP equal to it, or in its range).
+    pub fn covers_ip(&self, ip: std::net::IpAddr) -> bool {
+        match self.scope {
+            Scope::Ip => parse_ip(&self.value) == Some(ip),
+            Scope::Range => self
+                .value
+                .parse::<Cidr>()
+                .map(|c| c.contains(ip))
+                .unwrap_or(false),
+            Scope::Account => false,
+        }
+    }
+}
+
+/// Turns signals into decisions. Owned by the pipeline thread.
+pub struct Decider {
+    cfg: DecisionsConfig,
+    allow: CidrSet,
+    /// Entity id -> (offences in the repeat window, last offence ms).
+    offences: HashMap<String, (u32, i64)>,
+}
+
+impl Decider {
+    pub fn new(cfg: &DecisionsConfig, allow: CidrSet) -> Decider {
+        Decider {
+            cfg: cfg.clone(),
+            allow,
+            offences: HashMap::new(),
+        }
+    }
+
+    /// The decision a signal calls for, if any, made at wall-clock `now_ms`.
+    pub fn decide(&mut self, s: &Signal, now_ms: i64) -> Option<Decision> {
+        if !self.cfg.enabled {
+            return None;
+        }
+        let rule_cfg = self.cfg.rules.get(s.rule);
+        if rule_cfg.action == Action::None {
+            return None;
+        }
+        let scope = match s.entity.kind {
+            EntityType::Ip if s.entity.value.contains('/') => Scope::Range,
+            EntityType::Ip => Scope::Ip,
+            EntityType::Account => Scope::Account,
+            EntityType::Service => return None,
+        };
+        if scope != Scope::Account && self.allowlisted(&s.entity.value) {
+            return None;
+        }
+        let id = format!("{}:{}", scope.as_str(), s.entity.value);
+        let window = self.cfg.repeat_window.ms();
+        let entry = self.offences.entry(id.clone()).or_insert((0, i64::MIN));
+        if entry.1 == i64::MIN || now_ms - entry.1 > window {
+            entry.0 = 0;
+        }
+        entry.0 += 1;
+        entry.1 = now_ms;
+        let offence = entry.0;
+        let factor = self.cfg.severity_factor.get(s.severity);
+        let base = rule_cfg.ttl.ms() as f64 * factor;
+        let repeat = 2f64.powi(offence.saturating_sub(1).min(30) as i32);
+        let ttl = ((base * repeat) as i64)
+            .min(self.cfg.max_ttl.ms())
+            .max(1000);
+        let until = now_ms + ttl;
+        if self.offences.len() > 1_000_000 {
+            self.offences
+                .retain(|_, (_, last)| now_ms - *last <= window);
+        }
+        Some(Decision {
+            id,
+            scope,
+            value: s.entity.value.clone(),
+            action: rule_cfg.action,
+            duration_s: ttl / 1000,
+            created: format_ts(now_ms),
+            until: format_ts(until),
+            rule: s.rule.as_str().to_string(),
+            severity: s.severity.as_str().to_string(),
+            signal_id: s.signal_id.clone(),
+            offence,
+            reason: s.summary.clone(),
+            created_ms: now_ms,
+            until_ms: until,
+        })
+    }
+
+    fn allowlisted(&self, value: &str) -> bool {
+        let addr = value.split('/').next().unwrap_or(value);
+        parse_ip(addr).is_some_and(|ip| self.allow.contains(ip))
+    }
+}
+
+/// Active decisions, readable from any thread.
+#[derive(Default)]
+pub struct DecisionTable {
+    active: DashMap<String, Decision>,
+    /// Recently ended decisions, for `?since=` polling: (ended ms, decision).
+    ended: Mutex<VecDeque<(i64, Decision)>>,
+}
+
+/// How long ended decisions are remembered for incremental polling.
+const ENDED_KEEP_MS: i64 = 24 * 3_600_000;
+const ENDED_MAX: usize = 100_000;
+
+impl DecisionTable {
+    pub fn new() -> DecisionTable {
+        DecisionTable::default()
+    }
+
+    /// Adds a decision, or strengthens the one already held for its entity: a ban
+    /// outranks a challenge, and a later end extends. Returns whether it changed.
+    pub fn upsert(&self, d: Decision) -> bool {
+        use dashmap::mapref::entry::Entry;
+        match self.active.entry(d.id.clone()) {
+            Entry::Vacant(v) => {
+                v.insert(d);
+                true
+            }
+            Entry::Occupied(mut o) => {
+                let cur = o.get();
+                let stronger = d.action > cur.action;
+                let longer = d.action == cur.action && d.until_ms > cur.until_ms;
+                if stronger || longer {
+                    o.insert(d);
+                    true
+                } else {
+                    false
+                }
+            }
+        }
+    }
+
+    /// Removes decisions whose time is up; returns them (for tombstones).
+    pub fn expire(&self, now_ms: i64) -> Vec<Decision> {
+        let mut gone = Vec::new();
+        self.active.retain(|_, d| {
+            if d.until_ms <= now_ms {
+                gone.push(d.clone());
+                false
+            } else {
+                true
+            }
+        });
+        if !gone.is_empty() {
+            let mut ended = self.ended.lock().unwrap_or_else(|p| p.into_inner());
+            for d in &gone {
+                ended.push_back((now_ms, d.clone()));
+            }
+            while ended.len() > ENDED_MAX
+                || ended
+                    .front()
+                    .is_some_and(|(t, _)| now_ms - t > ENDED_KEEP_MS)
+            {
+                ended.pop_front();
+            }
+        }
+        gone
+    }
+
+    pub fn len(&self) -> usize {
+        self.active.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.active.is_empty()
+    }
+
+    /// Active decisions matching the filter, oldest first; with `since`, only those
+    /// created after it, plus those that ended after it.
+    pub fn query(&self, q: &Query, now_ms: i64) -> (Vec<Decision>, Vec<Decision>) {
+        let matches = |d: &Decision| {
+            q.ip.is_none_or(|ip| d.covers_ip(ip))
+                && q.account
+                    .as_deref()
+                    .is_none_or(|a| d.scope == Scope::Account && d.value == a)
+        };
+        let mut active: Vec<Decision> = self
+            .active
+            .iter()
+            .map(|e| e.value().clone())
+            .filter(|d| d.until_ms > now_ms && matches(d))
+            .filter(|d| q.since_ms.is_none_or(|s| d.created_ms > s))
+            .collect();
+        active.sort_by(|a, b| (a.created_ms, &a.id).cmp(&(b.created_ms, &b.id)));
+        let ended = match q.since_ms {
+            None => Vec::new(),
+            Some(s) => self
+                .ended
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .filter(|(t, d)| *t > s && matches(d))
+                .map(|(_, d)| d.clone())
+                .collect(),
+        };
+        (active, ended)
+    }
+
+    /// Counts by (action, scope), for the metrics gauge.
+    pub fn counts(&self) -> Vec<((Action, Scope), i64)> {
+        let mut m: HashMap<(Action, Scope), i64> = HashMap::new();
+        for e in self.active.iter() {
+            *m.entry((e.action, e.scope)).or_default() += 1;
+        }
+        m.into_iter().collect()
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Query {
+    pub ip: Option<std::net::IpAddr>,
+    pub account: Option<String>,
+    pub since_ms: Option<i64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::signal::{Entity, Evidence, Rule, Severity};
+
+    fn signal(rule: Rule, sev: Severity, kind: EntityType, value: &str) -> Signal {
+        let entity = Entity {
+            kind,
+            value: value.into(),
+        };
+        Signal {
+            signal_id: Signal::make_id(rule, &entity, 0),
+            rule,
+            severity: sev,
+            entity,
+            ts: "2026-11-21T10:00:00Z".into(),
+            window: "10m".into(),
+            service: None,
+            evidence: Evidence::default(),
+            summary: "s".into(),
+            ts_ms: 0,
+        }
+    }
+
+    const NOW: i64 = 1_800_000_000_000;
+
+    fn decider() -> Decider {
+        let cfg = Config::default();
+        Decider::new(
+            &cfg.decisions,
+            CidrSet::new(vec!["198.51.100.0/24".parse().unwrap()]),
+        )
+    }
+
+    #[test]
+    fn stuffing_bans_the_ip_for_fifteen_minutes_and_longer_when_it_comes_back() {
+        let mut d = decider();
+        let s = signal(
+            Rule::CredentialStuffing,
+            Severity::High,
+            EntityType::Ip,
+            "203.0.113.7",
+        );
+        let first = d.decide(&s, NOW).unwrap();
+        assert_eq!((first.action, first.scope), (Action::Ban, Scope::Ip));
+        assert_eq!(first.duration_s, 15 * 60);
+        let second = d.decide(&s, NOW + 20 * 60_000).unwrap();
+        assert_eq!((second.offence, second.duration_s), (2, 30 * 60));
+        let later = d.decide(&s, NOW + 3 * 24 * 3_600_000).unwrap();
+        assert_eq!(later.offence, 1, "the repeat window has passed");
+    }
+
+    #[test]
+    fn account_attacks_challenge_and_takeovers_ban_the_account() {
+        let mut d = decider();
+        let bf = signal(
+            Rule::Bruteforce,
+            Severity::Medium,
+            EntityType::Account,
+            "a@x",
+        );
+        assert_eq!(d.decide(&bf, NOW).unwrap().action, Action::Challenge);
+        let ato = signal(
+            Rule::AccountTakeover,
+            Severity::Critical,
+            EntityType::Account,
+            "a@x",
+        );
+        let t = DecisionTable::new();
+        t.upsert(d.decide(&bf, NOW).unwrap());
+        assert!(
+            t.upsert(d.decide(&ato, NOW).unwrap()),
+            "a ban outranks a challenge"
+        );
+        let (active, _) = t.query(
+            &Query {
+                account: Some("a@x".into()),
+                ..Query::default()
+            },
+            NOW,
+        );
+        assert_eq!(active.len(), 1);
+        assert_eq!(active[0].action, Action::Ban);
+    }
+
+    #[test]
+    fn allowlisted_networks_and_services_never_get_decisions() {
+        let mut d = decider();
+        let s = signal(
+            Rule::CredentialStuffing,
+            Severity::High,
+            EntityType::Ip,
+            "198.51.100.20",
+        );
+        assert_eq!(d.decide(&s, NOW), None);
+        let svc = signal(
+            Rule::DistributedCredentialStuffing,
+            Severity::High,
+            EntityType::Service,
+            "api",
+        );
+        assert_eq!(d.decide(&svc, NOW), None);
+    }
+
+    #[test]
+    fn ipv6_prefixes_are_ranges_that_cover_their_addresses() {
+        let mut d = decider();
+        let s = signal(
+            Rule::UserEnumeration,
+            Severity::Medium,
+            EntityType::Ip,
+            "2001:db8:1:2::/64",
+        );
+        let dec = d.decide(&s, NOW).unwrap();
+        assert_eq!(dec.scope, Scope::Range);
+        assert!(dec.covers_ip("2001:db8:1:2::99".parse().unwrap()));
+        assert!(!dec.covers_ip("2001:db8:1:3::1".parse().unwrap()));
+    }
+
+    #[test]
+    fn expired_decisions_leave_the_table_and_show_up_as_ended_since() {
+        let mut d = decider();
+        let t = DecisionTable::new();
+        let s = signal(
+            Rule::CredentialStuffing,
+            Severity::High,
+            EntityType::Ip,
+            "203.0.113.7",
+        );
+        t.upsert(d.decide(&s, NOW).unwrap());
+        assert_eq!(t.expire(NOW + 60_000).len(), 0);
+        let gone = t.expire(NOW + 16 * 60_000);
+        assert_eq!(gone.len(), 1);
+        assert!(t.is_empty());
+        let (active, ended) = t.query(
+            &Query {
+                since_ms: Some(NOW),
+                ..Query::default()
+            },
+            NOW + 16 * 60_000,
+        );
+        assert!(active.is_empty());
+        assert_eq!(ended.len(), 1);
+    }
+}
