@@ -535,6 +535,12 @@ pub const ENV_OVERRIDES: [(&str, &str); 6] = [
     ("ATOWATCH_HTTP_BIND", "http.bind"),
 ];
 
+/// Environment variables that set librdkafka credentials (never logged).
+pub const SECRET_ENV: [(&str, &str); 2] = [
+    ("ATOWATCH_SASL_USERNAME", "sasl.username"),
+    ("ATOWATCH_SASL_PASSWORD", "sasl.password"),
+];
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct RulesConfig {
@@ -886,6 +892,32 @@ impl Config {
         Ok(cfg)
     }
 
+    /// A copy safe to print: secrets (passwords, tokens, keys) replaced.
+    pub fn redacted(&self) -> Config {
+        let mut c = self.clone();
+        let secret = |k: &str| {
+            ["password", "secret", "token", "key"]
+                .iter()
+                .any(|w| k.contains(w))
+                && !k.ends_with(".location")
+        };
+        for props in [
+            &mut c.kafka.properties,
+            &mut c.kafka.consumer_properties,
+            &mut c.kafka.producer_properties,
+        ] {
+            for (k, v) in props.iter_mut() {
+                if secret(k) {
+                    v.0 = "<redacted>".into();
+                }
+            }
+        }
+        if !c.decisions.api_token.is_empty() {
+            c.decisions.api_token = "<redacted>".into();
+        }
+        c
+    }
+
     /// The effective configuration, as TOML.
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).expect("config serializes")
@@ -935,6 +967,15 @@ impl Config {
                 _ => unreachable!("every override names a key"),
             }
             applied.push(var);
+        }
+        // Credentials from a Kubernetes Secret arrive as environment variables.
+        for (var, prop) in SECRET_ENV {
+            if let Some(v) = get(var).filter(|v| !v.is_empty()) {
+                self.kafka
+                    .properties
+                    .insert(prop.to_string(), PropValue(v));
+                applied.push(var);
+            }
         }
         if let Err(ke) = self.validate() {
             let var = ENV_OVERRIDES
@@ -1479,6 +1520,10 @@ mod tests {
         assert_eq!(c.kafka.brokers, "b1:9092,b2:9092");
         assert_eq!(c.kafka.topics, ["logins", "sessions"]);
         assert_eq!(c.http.bind, "127.0.0.1:9000");
+        let mut c = Config::default();
+        c.apply_env(|k| (k == "ATOWATCH_SASL_PASSWORD").then(|| "s3cret".to_string()))
+            .unwrap();
+        assert_eq!(c.kafka.properties["sasl.password"].0, "s3cret");
         let e = c
             .apply_env(|k| (k == "ATOWATCH_HTTP_BIND").then(|| "nowhere".to_string()))
             .unwrap_err()

@@ -582,7 +582,12 @@ fn cmd_demo(
 
 fn cmd_check_config(file: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     match load_config(file.clone()) {
-        Ok(cfg) => {
+        Ok(mut cfg) => {
+            // What `run` would use: the ATOWATCH_* environment applies here too.
+            if let Err(e) = cfg.apply_env(|k| std::env::var(k).ok()) {
+                eprintln!("atowatch: {e}");
+                return Ok(ExitCode::from(2));
+            }
             // librdkafka itself judges the pass-through properties.
             if let Err(e) = kafka::check_properties(&cfg) {
                 eprintln!(
@@ -596,7 +601,7 @@ fn cmd_check_config(file: Option<PathBuf>) -> anyhow::Result<ExitCode> {
                 .map(|p| p.display().to_string())
                 .unwrap_or_else(|| "embedded defaults".into());
             println!("# {name}: valid. Effective configuration:\n");
-            print!("{}", cfg.to_toml());
+            print!("{}", cfg.redacted().to_toml());
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {

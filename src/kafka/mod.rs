@@ -125,9 +125,14 @@ pub(crate) fn property_error(
             },
         ),
     ];
+    // librdkafka ends its message with `NAME VALUE` as given; failing that, it quotes
+    // the (canonical) name. Exact matches only: `sasl.mechanism` is not `sasl.mechanismz`.
+    let named = |name: &str, value: &str| {
+        msg.ends_with(&format!(" {name} {value}")) || msg.contains(&format!("\"{name}\""))
+    };
     for (table, props) in tables {
-        for name in props.keys() {
-            if msg.contains(&format!("\"{name}\"")) || msg.contains(&format!(" {name}")) {
+        for (name, value) in props.iter() {
+            if named(name, &value.0) {
                 return KafkaError::Property {
                     key: format!("kafka.{table}.\"{name}\""),
                     message: msg,
