@@ -137,18 +137,15 @@ pub struct Config {
     pub decisions: DecisionsConfig,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum InputFormat {
-    /// atowatch's own schema (`../shared/design.md`, "Events in").
-    #[default]
-    Native,
-}
+/// Event schemas: `native`, `ocsf` (Authentication, class_uid 3002), `ecs`.
+pub use crate::formats::Format as InputFormat;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct InputConfig {
     pub format: InputFormat,
+    /// Per events topic, when topics carry different schemas.
+    pub topic_formats: std::collections::BTreeMap<String, InputFormat>,
     pub max_event_bytes: usize,
 }
 
@@ -156,8 +153,18 @@ impl Default for InputConfig {
     fn default() -> Self {
         InputConfig {
             format: InputFormat::Native,
+            topic_formats: Default::default(),
             max_event_bytes: 65_536,
         }
+    }
+}
+
+impl InputConfig {
+    pub fn format_of(&self, topic: &str) -> InputFormat {
+        self.topic_formats
+            .get(topic)
+            .copied()
+            .unwrap_or(self.format)
     }
 }
 
@@ -235,6 +242,18 @@ impl Default for StateConfig {
 pub struct SignalsConfig {
     pub escalation_factor: f64,
     pub sample_size: usize,
+    pub output_format: SignalFormat,
+}
+
+/// How signals are written (signals topic, replay's stdout).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SignalFormat {
+    /// atowatch's own schema (README, "Signals out").
+    #[default]
+    Native,
+    /// OCSF Detection Finding, class_uid 2004.
+    Ocsf,
 }
 
 impl Default for SignalsConfig {
@@ -242,6 +261,7 @@ impl Default for SignalsConfig {
         SignalsConfig {
             escalation_factor: 5.0,
             sample_size: 5,
+            output_format: SignalFormat::Native,
         }
     }
 }
@@ -1057,6 +1077,14 @@ impl Config {
         }
         if k.topics.is_empty() {
             return Err(key_err("kafka.topics", "name at least one events topic"));
+        }
+        for t in self.input.topic_formats.keys() {
+            if !k.topics.contains(t) {
+                return Err(key_err(
+                    &format!("input.topic_formats.{t}"),
+                    format!("`{t}` is not in kafka.topics ({})", k.topics.join(", ")),
+                ));
+            }
         }
         for (i, t) in k.topics.iter().enumerate() {
             let key = format!("kafka.topics[{i}]");

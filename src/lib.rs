@@ -11,6 +11,8 @@ pub mod demo;
 pub mod detectors;
 pub mod engine;
 pub mod event;
+pub mod finding;
+pub mod formats;
 pub mod hash;
 pub mod http;
 pub mod kafka;

@@ -117,9 +117,10 @@ atowatch replay --dead-letter bad.jsonl a.jsonl b.jsonl"
         /// Config file (TOML). Without it the embedded defaults (config/default.toml) apply.
         #[arg(long, short)]
         config: Option<PathBuf>,
-        /// Input event format.
-        #[arg(long, default_value = "native", value_parser = ["native"])]
-        format: String,
+        /// Input event schema: native, ocsf (OCSF Authentication, class_uid 3002) or ecs
+        /// (Elastic Common Schema). Default: the config's input.format (native).
+        #[arg(long, value_parser = ["native", "ocsf", "ecs"])]
+        format: Option<String>,
         /// Write invalid lines here as JSON lines: reason, detail, file, line, raw text.
         #[arg(long, value_name = "FILE")]
         dead_letter: Option<PathBuf>,
@@ -194,11 +195,11 @@ fn main() -> ExitCode {
     let result = match cli.cmd {
         Cmd::Replay {
             config,
-            format: _,
+            format,
             dead_letter,
             quiet,
             files,
-        } => cmd_replay(config, dead_letter, quiet, files),
+        } => cmd_replay(config, format, dead_letter, quiet, files),
         Cmd::Simulate {
             seed,
             duration,
@@ -256,6 +257,7 @@ fn load_config(path: Option<PathBuf>) -> Result<Config, ConfigError> {
 
 fn cmd_replay(
     config: Option<PathBuf>,
+    format: Option<String>,
     dead_letter: Option<PathBuf>,
     quiet: bool,
     files: Vec<PathBuf>,
@@ -266,6 +268,9 @@ fn cmd_replay(
         inputs: files.clone(),
         dead_letter,
         progress_every: (!quiet).then_some(Duration::from_secs(2)),
+        format: format
+            .map(|f| f.parse().map_err(|e: String| anyhow::anyhow!("--format: {e}")))
+            .transpose()?,
     };
     let stdout = io::stdout();
     let mut out = io::BufWriter::with_capacity(1 << 16, stdout.lock());

@@ -7,6 +7,7 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::config::SignalFormat;
 use crate::engine::{Engine, Processed, StateSize, Stats};
 use crate::event::{InvalidEvent, InvalidReason, format_ts};
 use crate::signal::{Rule, Signal};
@@ -157,6 +158,8 @@ pub struct ReplayOptions {
     pub dead_letter: Option<PathBuf>,
     /// Progress lines on stderr every this often (None: never).
     pub progress_every: Option<Duration>,
+    /// Event schema; None: the config's `input.format`.
+    pub format: Option<crate::config::InputFormat>,
 }
 
 struct DeadLetters {
@@ -215,6 +218,8 @@ pub fn run(
     let mut last_progress = start;
     let mut summary = Summary::default();
     let mut signals: Vec<Signal> = Vec::new();
+    let output_format = engine.config().signals.output_format;
+    let format = opts.format.unwrap_or(engine.config().input.format);
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
     let mut line_out: Vec<u8> = Vec::with_capacity(1024);
     let mut first: Vec<Vec<String>> = vec![Vec::new(); InvalidReason::ALL.len()];
@@ -252,7 +257,7 @@ pub fn run(
                     ),
                 ))
             } else {
-                engine.process_json(line, &mut signals)
+                crate::formats::process(engine, format, line, &mut signals)
             };
             match processed {
                 Processed::Invalid(e) => {
@@ -278,7 +283,16 @@ pub fn run(
             }
             for s in signals.drain(..) {
                 line_out.clear();
-                serde_json::to_writer(&mut line_out, &s).expect("signals serialize");
+                match output_format {
+                    SignalFormat::Native => {
+                        serde_json::to_writer(&mut line_out, &s).expect("signals serialize")
+                    }
+                    SignalFormat::Ocsf => serde_json::to_writer(
+                        &mut line_out,
+                        &crate::finding::detection_finding(&s),
+                    )
+                    .expect("findings serialize"),
+                }
                 line_out.push(b'\n');
                 if let Err(e) = out.write_all(&line_out) {
                     if e.kind() == io::ErrorKind::BrokenPipe {

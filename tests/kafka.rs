@@ -974,3 +974,52 @@ fn decisions_are_served_with_a_bearer_token_and_published_to_the_compacted_topic
         ) >= 1.0
     );
 }
+
+#[test]
+fn signals_can_be_published_as_ocsf_detection_findings() {
+    let c = Cluster::new(1);
+    let events = bruteforce_events();
+    produce(&c.brokers, EVENTS, events.iter().map(Vec::as_slice), None);
+    let mut cfg = config(&c.brokers);
+    let native = replay(&cfg, &events);
+    cfg.signals.output_format = atowatch::config::SignalFormat::Ocsf;
+    run_until(cfg, events.len() as u64, Duration::from_secs(60));
+    let got = signals(&c.brokers);
+    assert_eq!(got.len(), native.len());
+    for (f, n) in got.iter().zip(&native) {
+        let f: serde_json::Value = serde_json::from_str(f).unwrap();
+        let n: serde_json::Value = serde_json::from_str(n).unwrap();
+        assert_eq!(f["class_uid"], 2004);
+        assert_eq!(f["metadata"]["uid"], n["signal_id"]);
+        assert_eq!(f["finding_info"]["analytic"]["name"], n["rule"]);
+        assert_eq!(f["resources"][0]["name"], n["entity"]["value"]);
+        assert_eq!(f["message"], n["summary"]);
+    }
+}
+
+#[test]
+fn a_topic_configured_as_ocsf_or_ecs_gives_the_signals_of_its_native_twin() {
+    let native = simulated(13, 120);
+    for (format, convert) in [
+        (
+            atowatch::config::InputFormat::Ocsf,
+            atowatch::formats::native_to_ocsf as fn(&[u8]) -> Option<Vec<u8>>,
+        ),
+        (
+            atowatch::config::InputFormat::Ecs,
+            atowatch::formats::native_to_ecs,
+        ),
+    ] {
+        let c = Cluster::new(1);
+        let events: Vec<Vec<u8>> = native
+            .iter()
+            .map(|e| convert(e).expect("converts"))
+            .collect();
+        produce(&c.brokers, EVENTS, events.iter().map(Vec::as_slice), None);
+        let mut cfg = config(&c.brokers);
+        let expected = replay(&cfg, &native);
+        cfg.input.topic_formats.insert(EVENTS.into(), format);
+        run_until(cfg, events.len() as u64, Duration::from_secs(60));
+        assert_eq!(signals(&c.brokers), expected, "{format:?}");
+    }
+}

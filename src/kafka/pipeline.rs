@@ -957,15 +957,17 @@ impl Worker {
         if handling == Handling::Warmup {
             self.summary.warmup_messages += 1;
             self.shared.metrics.warmup_events.inc();
+            let format = self.shared.cfg.input.format_of(msg.topic());
             self.engine.set_suppress(true);
-            self.engine.process_json(payload, &mut self.signals);
+            crate::formats::process(&mut self.engine, format, payload, &mut self.signals);
             self.engine.set_suppress(false);
             self.signals.clear();
             return;
         }
         self.summary.messages += 1;
         self.shared.metrics.messages.inc();
-        let invalid = match self.engine.process_json(payload, &mut self.signals) {
+        let format = self.shared.cfg.input.format_of(msg.topic());
+        let invalid = match crate::formats::process(&mut self.engine, format, payload, &mut self.signals) {
             Processed::Invalid(e) => Some(e),
             _ => None,
         };
@@ -1008,7 +1010,7 @@ impl Worker {
         for s in &signals {
             self.summary.signals += 1;
             sh.metrics.signal(s.rule, s.severity);
-            let json = s.to_json();
+            let json = crate::finding::render(s, sh.cfg.signals.output_format);
             let headers = src_headers(OwnedHeaders::new_with_capacity(4)).insert(Header {
                 key: "atowatch.rule",
                 value: Some(s.rule.as_str()),
