@@ -135,6 +135,8 @@ pub struct Config {
     pub kafka: KafkaConfig,
     pub http: HttpConfig,
     pub decisions: DecisionsConfig,
+    pub webhook: crate::webhook::WebhookConfig,
+    pub privacy: crate::privacy::PrivacyConfig,
 }
 
 /// Event schemas: `native`, `ocsf` (Authentication, class_uid 3002), `ecs`.
@@ -932,6 +934,9 @@ impl Config {
                 }
             }
         }
+        if !c.webhook.url.is_empty() {
+            c.webhook.url = "<redacted>".into();
+        }
         if !c.decisions.api_token.is_empty() {
             c.decisions.api_token = "<redacted>".into();
         }
@@ -1016,6 +1021,10 @@ impl Config {
     pub fn validate(&self) -> Result<(), KeyError> {
         self.validate_kafka()?;
         self.validate_decisions()?;
+        self.privacy.validate()?;
+        self.webhook
+            .validate()
+            .map_err(|(k, m)| key_err(&format!("webhook.{k}"), m))?;
         self.validate_rules()
     }
 

@@ -19,6 +19,8 @@ pub mod kafka;
 pub mod logging;
 pub mod metrics;
 pub mod normalize;
+pub mod privacy;
 pub mod replay;
 pub mod signal;
 pub mod simulate;
+pub mod webhook;

@@ -280,7 +280,8 @@ fn cmd_replay(
         Err(
             e @ (ReplayError::Open { .. }
             | ReplayError::Read { .. }
-            | ReplayError::DeadLetter { .. }),
+            | ReplayError::DeadLetter { .. }
+            | ReplayError::Privacy(_)),
         ) => {
             eprintln!("atowatch: {e}");
             return Ok(ExitCode::from(2));

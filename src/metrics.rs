@@ -51,6 +51,9 @@ pub struct Metrics {
     /// Decisions made, by action and scope (never by entity: no IP or account labels).
     pub decisions: IntCounterVec,
     pub decisions_active: IntGaugeVec,
+    /// Webhook messages and signals, by what happened (sent, failed, retried, suppressed
+    /// into a digest, dropped).
+    pub webhook: IntCounterVec,
     /// Pre-resolved children, so syncing touches no label maps.
     event_children: [IntCounter; 3],
     invalid_children: Vec<IntCounter>,
@@ -297,6 +300,12 @@ impl Metrics {
                 "atowatch_decisions_active",
                 "Decisions in force now, by action and scope.",
                 &["action", "scope"],
+            ),
+            webhook: counter_vec(
+                &r,
+                "atowatch_webhook_total",
+                "Webhook activity: messages sent, failed, retried; signals suppressed into a digest or dropped (queue full).",
+                &["event"],
             ),
             events,
             invalid,

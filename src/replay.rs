@@ -22,6 +22,8 @@ pub enum ReplayError {
     Write(io::Error),
     #[error("cannot write dead letters to {path}: {source}")]
     DeadLetter { path: String, source: io::Error },
+    #[error(transparent)]
+    Privacy(#[from] crate::privacy::PrivacyError),
 }
 
 /// Where invalid lines were, per reason: the first few, for the summary.
@@ -220,6 +222,10 @@ pub fn run(
     let mut signals: Vec<Signal> = Vec::new();
     let output_format = engine.config().signals.output_format;
     let format = opts.format.unwrap_or(engine.config().input.format);
+    // The same pseudonyms as `run`, so replay and run still agree byte for byte.
+    let pseudo = crate::privacy::Pseudonymizer::from_config(&engine.config().privacy, |k| {
+        std::env::var(k).ok()
+    })?;
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
     let mut line_out: Vec<u8> = Vec::with_capacity(1024);
     let mut first: Vec<Vec<String>> = vec![Vec::new(); InvalidReason::ALL.len()];
@@ -281,7 +287,10 @@ pub fn run(
                 }
                 Processed::Accepted | Processed::Late | Processed::Duplicate => {}
             }
-            for s in signals.drain(..) {
+            for mut s in signals.drain(..) {
+                if let Some(p) = &pseudo {
+                    p.signal(&mut s);
+                }
                 line_out.clear();
                 match output_format {
                     SignalFormat::Native => {

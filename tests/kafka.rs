@@ -1023,3 +1023,38 @@ fn a_topic_configured_as_ocsf_or_ecs_gives_the_signals_of_its_native_twin() {
         assert_eq!(signals(&c.brokers), expected, "{format:?}");
     }
 }
+
+#[test]
+fn with_pseudonymization_no_account_name_leaves_the_pipeline() {
+    let c = Cluster::new(1);
+    let events = bruteforce_events();
+    produce(&c.brokers, EVENTS, events.iter().map(Vec::as_slice), None);
+    let dir = common::scratch_dir("pseudonym-key");
+    let key = dir.join("key");
+    std::fs::write(&key, "0123456789abcdef0123456789abcdef\n").unwrap();
+    let mut cfg = config(&c.brokers);
+    cfg.privacy.pseudonymize_accounts = true;
+    cfg.privacy.key_file = key.display().to_string();
+    let decisions = Arc::new(atowatch::decisions::DecisionTable::new());
+    let opts = RunOptions {
+        stop_after: Some(events.len() as u64),
+        decisions: decisions.clone(),
+        ..RunOptions::default()
+    };
+    kafka::run(
+        cfg,
+        Arc::new(Metrics::new()),
+        Arc::new(Health::default()),
+        opts,
+    )
+    .expect("run");
+    let out = read_all(&c.brokers, SIGNALS);
+    assert!(out.len() >= 2, "bruteforce and takeover");
+    for r in out.iter().chain(&read_all(&c.brokers, DECISIONS)) {
+        let text = r.text() + &String::from_utf8_lossy(r.key.as_deref().unwrap_or_default());
+        assert!(!text.contains("victim"), "raw account in {text}");
+        assert!(text.contains("acct_"), "{text}");
+    }
+    let (active, _) = decisions.query(&Default::default(), chrono::Utc::now().timestamp_millis());
+    assert!(active.iter().all(|d| !d.value.contains("victim")));
+}

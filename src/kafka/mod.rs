@@ -27,6 +27,10 @@ pub enum KafkaError {
         role: &'static str,
         source: rdkafka::error::KafkaError,
     },
+    #[error(transparent)]
+    Webhook(#[from] crate::webhook::WebhookError),
+    #[error(transparent)]
+    Privacy(#[from] crate::privacy::PrivacyError),
     #[error("cannot subscribe to {topics}: {source}")]
     Subscribe {
         topics: String,

@@ -628,6 +628,8 @@ struct Worker {
     sync: EngineSync,
     signals: Vec<Signal>,
     decider: Decider,
+    pseudo: Option<crate::privacy::Pseudonymizer>,
+    webhook: Option<crate::webhook::Webhook>,
     /// Decisions of the event in hand, to publish (reused buffer).
     decisions: Vec<Decision>,
     summary: RunSummary,
@@ -655,6 +657,26 @@ impl Pipeline {
     ) -> Result<Pipeline, KafkaError> {
         let engine = Engine::new(cfg.clone());
         let decider = Decider::new(&cfg.decisions, cfg.allowlist());
+        let pseudo =
+            crate::privacy::Pseudonymizer::from_config(&cfg.privacy, |k| std::env::var(k).ok())?;
+        if let Some(p) = &pseudo {
+            crate::info!(LOG, "account names are pseudonymized (key {})", p.key_id());
+        }
+        let hook_metrics = metrics.clone();
+        let hook: crate::webhook::MetricsHook = Arc::new(move |e, n| {
+            let kind = match e {
+                crate::webhook::WebhookEvent::Sent => "sent",
+                crate::webhook::WebhookEvent::Failed => "failed",
+                crate::webhook::WebhookEvent::Retried => "retried",
+                crate::webhook::WebhookEvent::Suppressed => "suppressed",
+                crate::webhook::WebhookEvent::Dropped => "dropped",
+            };
+            hook_metrics.webhook.with_label_values(&[kind]).inc_by(n);
+        });
+        let webhook = crate::webhook::Webhook::start(&cfg.webhook, Some(hook))?;
+        if let Some(w) = &webhook {
+            crate::info!(LOG, "posting signals to the webhook at {}", w.host());
+        }
         let warmup_ms = if cfg.kafka.warmup_window.ms() > 0 {
             cfg.kafka.warmup_window.ms()
         } else {
@@ -708,6 +730,8 @@ impl Pipeline {
                 sync: EngineSync::default(),
                 signals: Vec::new(),
                 decider,
+                pseudo,
+                webhook,
                 decisions: Vec::new(),
                 summary: RunSummary::default(),
             },
@@ -893,6 +917,10 @@ impl Pipeline {
         }
         let list = sh.tracker().to_commit(None);
         commit_sync(&self.consumer, &sh, &list, "shutdown");
+        if let Some(w) = self.w.webhook.take() {
+            let left = total.saturating_sub(started.elapsed());
+            w.shutdown(left.min(Duration::from_secs(5)));
+        }
         self.w.sync.stats(&sh.metrics, self.w.engine.stats());
         self.w.gauges(true);
         self.w.summary.unacknowledged = sh.tracker().outstanding();
@@ -971,6 +999,16 @@ impl Worker {
             Processed::Invalid(e) => Some(e),
             _ => None,
         };
+        if let Some(p) = &self.pseudo {
+            for s in &mut self.signals {
+                p.signal(s);
+            }
+        }
+        if let Some(w) = &self.webhook {
+            for s in &self.signals {
+                w.offer(s);
+            }
+        }
         let now_ms = chrono::Utc::now().timestamp_millis();
         let publish_decisions = !self.shared.cfg.decisions.topic.is_empty();
         for sig in &self.signals {
