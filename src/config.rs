@@ -996,9 +996,7 @@ impl Config {
         // Credentials from a Kubernetes Secret arrive as environment variables.
         for (var, prop) in SECRET_ENV {
             if let Some(v) = get(var).filter(|v| !v.is_empty()) {
-                self.kafka
-                    .properties
-                    .insert(prop.to_string(), PropValue(v));
+                self.kafka.properties.insert(prop.to_string(), PropValue(v));
                 applied.push(var);
             }
         }

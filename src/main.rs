@@ -269,7 +269,10 @@ fn cmd_replay(
         dead_letter,
         progress_every: (!quiet).then_some(Duration::from_secs(2)),
         format: format
-            .map(|f| f.parse().map_err(|e: String| anyhow::anyhow!("--format: {e}")))
+            .map(|f| {
+                f.parse()
+                    .map_err(|e: String| anyhow::anyhow!("--format: {e}"))
+            })
             .transpose()?,
     };
     let stdout = io::stdout();

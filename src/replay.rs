@@ -296,11 +296,10 @@ pub fn run(
                     SignalFormat::Native => {
                         serde_json::to_writer(&mut line_out, &s).expect("signals serialize")
                     }
-                    SignalFormat::Ocsf => serde_json::to_writer(
-                        &mut line_out,
-                        &crate::finding::detection_finding(&s),
-                    )
-                    .expect("findings serialize"),
+                    SignalFormat::Ocsf => {
+                        serde_json::to_writer(&mut line_out, &crate::finding::detection_finding(&s))
+                            .expect("findings serialize")
+                    }
                 }
                 line_out.push(b'\n');
                 if let Err(e) = out.write_all(&line_out) {

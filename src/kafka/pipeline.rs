@@ -995,10 +995,11 @@ impl Worker {
         self.summary.messages += 1;
         self.shared.metrics.messages.inc();
         let format = self.shared.cfg.input.format_of(msg.topic());
-        let invalid = match crate::formats::process(&mut self.engine, format, payload, &mut self.signals) {
-            Processed::Invalid(e) => Some(e),
-            _ => None,
-        };
+        let invalid =
+            match crate::formats::process(&mut self.engine, format, payload, &mut self.signals) {
+                Processed::Invalid(e) => Some(e),
+                _ => None,
+            };
         if let Some(p) = &self.pseudo {
             for s in &mut self.signals {
                 p.signal(s);
