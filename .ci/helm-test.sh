@@ -46,7 +46,7 @@ helm template full "$chart" --namespace detection -f "$full_values" > "$tmp/full
 # Same chart, one detector value changed: the pod template's checksum must change.
 helm template full "$chart" --namespace detection -f "$full_values" \
     --set config.rules.bruteforce.min_failures=21 > "$tmp/full-changed.yaml"
-wc -l "$tmp/default.yaml" "$tmp/full.yaml" | head -2
+wc -l "$tmp/default.yaml" "$tmp/full.yaml" | sed -n 1,2p
 
 # One Python helper, several subcommands (split, check, toml).
 cat > "$tmp/check.py" <<'PY'
@@ -323,6 +323,7 @@ checks = {
     ("kafka", "properties", "sasl.password"): "<redacted>",  # from the Secret, never printed
     ("kafka", "properties", "statistics.interval.ms"): "1000",
     ("kafka", "consumer_properties", "auto.offset.reset"): "earliest",
+    ("kafka", "consumer_properties", "fetch.queue.backoff.ms"): "5",
     ("rules", "distributed_bruteforce", "min_failures"): 10,  # untouched default
 }
 bad = []

@@ -362,7 +362,10 @@ impl Default for KafkaConfig {
             warmup_max_events: 2_000_000,
             max_pending_outputs: 100_000,
             properties: props(&[("statistics.interval.ms", "1000")]),
-            consumer_properties: props(&[("auto.offset.reset", "earliest")]),
+            consumer_properties: props(&[
+                ("auto.offset.reset", "earliest"),
+                ("fetch.queue.backoff.ms", "5"),
+            ]),
             producer_properties: props(&[("linger.ms", "5")]),
         }
     }

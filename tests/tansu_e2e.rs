@@ -33,7 +33,7 @@ use atowatch::simulate::{SimOptions, generate};
 
 use common::MIN;
 use common::kafka::{
-    DLQ, EVENTS, Record, SIGNALS, config, http_get, metric_sum, parse_metrics, run_until,
+    DECISIONS, DLQ, EVENTS, Record, SIGNALS, config, http_get, metric_sum, parse_metrics, run_until,
 };
 use common::tansu::{self, Tansu};
 
@@ -241,8 +241,10 @@ fn committed(tansu: &Tansu, group: &str, topic: &str) -> i64 {
     }
 }
 
+/// tansu creates no topic on first use: every topic atowatch writes must exist, the
+/// decisions topic included (a missing one holds back commits, as it should).
 fn create_topics(tansu: &Tansu) {
-    for topic in [EVENTS, SIGNALS, DLQ] {
+    for topic in [EVENTS, SIGNALS, DLQ, DECISIONS] {
         tansu.create_topic(topic, 1);
     }
 }

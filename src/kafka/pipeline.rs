@@ -757,7 +757,7 @@ impl Pipeline {
             {
                 break;
             }
-            self.w.producer.poll(Duration::ZERO);
+            self.w.serve_deliveries();
             self.w.resend_due();
             self.backpressure();
             let t0 = Instant::now();
@@ -1010,7 +1010,12 @@ impl Worker {
                 w.offer(s);
             }
         }
-        let now_ms = chrono::Utc::now().timestamp_millis();
+        // The clock is read only when there is something to decide (most events).
+        let now_ms = if self.signals.is_empty() {
+            0
+        } else {
+            chrono::Utc::now().timestamp_millis()
+        };
         let publish_decisions = !self.shared.cfg.decisions.topic.is_empty();
         for sig in &self.signals {
             if let Some(d) = self.decider.decide(sig, now_ms) {
@@ -1162,6 +1167,18 @@ impl Worker {
                         });
                     return;
                 }
+            }
+        }
+    }
+
+    /// rdkafka's `poll(ZERO)` serves one batch of delivery reports per call; draining
+    /// them all keeps acknowledgements (offset commits, the latency histogram) prompt.
+    fn serve_deliveries(&self) {
+        for _ in 0..64 {
+            let before = self.producer.in_flight_count();
+            self.producer.poll(Duration::ZERO);
+            if before == 0 || self.producer.in_flight_count() >= before {
+                break;
             }
         }
     }
