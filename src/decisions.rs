@@ -225,6 +225,38 @@ impl DecisionTable {
         gone
     }
 
+    /// Ends a decision another instance ended (a tombstone on the decisions topic).
+    pub fn remove(&self, id: &str, now_ms: i64) {
+        if let Some((_, d)) = self.active.remove(id) {
+            let mut ended = self.ended.lock().unwrap_or_else(|p| p.into_inner());
+            ended.push_back((now_ms, d));
+            if ended.len() > ENDED_MAX {
+                ended.pop_front();
+            }
+        }
+    }
+
+    /// A decision read back from the decisions topic (this instance's or another's).
+    /// Returns false for records that are not decisions or have already ended.
+    pub fn learn(&self, json: &[u8], now_ms: i64) -> bool {
+        let Ok(mut d) = serde_json::from_slice::<Decision>(json) else {
+            return false;
+        };
+        let (Some(created), Some(until)) = (
+            crate::event::parse_rfc3339_ms(&d.created),
+            crate::event::parse_rfc3339_ms(&d.until),
+        ) else {
+            return false;
+        };
+        d.created_ms = created;
+        d.until_ms = until;
+        if until <= now_ms {
+            return false;
+        }
+        self.upsert(d);
+        true
+    }
+
     pub fn len(&self) -> usize {
         self.active.len()
     }

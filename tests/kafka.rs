@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use atowatch::kafka::{self, Health, RunOptions};
 use atowatch::metrics::Metrics;
 use atowatch::simulate::{SimOptions, generate};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
 use common::kafka::*;
 use common::{ATTACKER, Ev, MIN, SEC, T0};
@@ -1057,4 +1058,62 @@ fn with_pseudonymization_no_account_name_leaves_the_pipeline() {
     }
     let (active, _) = decisions.query(&Default::default(), chrono::Utc::now().timestamp_millis());
     assert!(active.iter().all(|d| !d.value.contains("victim")));
+}
+
+#[test]
+fn decisions_published_by_another_instance_are_served_here_until_their_tombstone() {
+    let c = Cluster::new(1);
+    let now = chrono::Utc::now().timestamp_millis();
+    let other = serde_json::json!({
+        "id": "ip:192.0.2.77", "scope": "ip", "value": "192.0.2.77", "type": "ban",
+        "duration_s": 900, "created": atowatch::event::format_ts(now),
+        "until": atowatch::event::format_ts(now + 900_000), "rule": "credential_stuffing",
+        "severity": "high", "signal_id": "0123", "offence": 1, "reason": "elsewhere"
+    })
+    .to_string();
+    produce(&c.brokers, DECISIONS, [other.as_bytes()], None);
+    let cfg = config(&c.brokers);
+    let decisions = Arc::new(atowatch::decisions::DecisionTable::new());
+    let opts = RunOptions {
+        decisions: decisions.clone(),
+        ..RunOptions::default()
+    };
+    let stop = opts.stop.clone();
+    let run = std::thread::spawn(move || {
+        kafka::run(
+            cfg,
+            Arc::new(Metrics::new()),
+            Arc::new(Health::default()),
+            opts,
+        )
+    });
+    let served = |ip: &str| {
+        let q = atowatch::decisions::Query {
+            ip: ip.parse().ok(),
+            ..Default::default()
+        };
+        decisions
+            .query(&q, chrono::Utc::now().timestamp_millis())
+            .0
+            .len()
+    };
+    wait_for(
+        "the other instance's decision",
+        Duration::from_secs(30),
+        || served("192.0.2.77") == 1,
+    );
+    // The other instance's decision ends: a tombstone under its key.
+    let p: BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &c.brokers)
+        .create()
+        .unwrap();
+    p.send(BaseRecord::<[u8], [u8]>::to(DECISIONS).key(b"ip:192.0.2.77".as_slice()))
+        .map_err(|(e, _)| e)
+        .unwrap();
+    p.flush(Duration::from_secs(10)).unwrap();
+    wait_for("the tombstone", Duration::from_secs(30), || {
+        served("192.0.2.77") == 0
+    });
+    stop.store(true, Ordering::Relaxed);
+    run.join().unwrap().expect("run");
 }

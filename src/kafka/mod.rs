@@ -5,6 +5,7 @@
 //! offset bookkeeping in [`offsets`] is touched by that thread alone; its mutex is never
 //! contended and exists only because callbacks get `&self`.
 
+pub mod follow;
 pub mod offsets;
 pub mod pipeline;
 pub mod produce;

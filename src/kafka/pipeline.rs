@@ -643,9 +643,16 @@ pub fn run(
     health: Arc<Health>,
     opts: RunOptions,
 ) -> Result<RunSummary, KafkaError> {
+    let follow_stop = Arc::new(AtomicBool::new(false));
+    let follower = super::follow::start(&cfg, opts.decisions.clone(), follow_stop.clone());
     let mut p = Pipeline::new(cfg, metrics, health, opts.decisions.clone())?;
     p.run(&opts);
-    Ok(p.shutdown())
+    let summary = p.shutdown();
+    follow_stop.store(true, Ordering::Relaxed);
+    if let Some(f) = follower {
+        let _ = f.join();
+    }
+    Ok(summary)
 }
 
 impl Pipeline {
