@@ -71,8 +71,8 @@ impl Tracker {
     }
 
     /// Starts (or restarts) tracking a partition. `committed` is the group's committed
-    /// offset or -1; events below `suppress_until` are warm-up. Returns the highest
-    /// offset already in this process's state, so warm-up need not re-read it.
+    /// offset or -1; events below `suppress_until` are warm-up. What this process already
+    /// fed to the engine (`seen_through`) survives, so it is not fed twice.
     pub fn assign(&mut self, topic: &str, partition: i32, committed: i64, suppress_until: i64) {
         let slot = self.slot_or_insert(topic, partition);
         let p = &mut self.parts[slot as usize];

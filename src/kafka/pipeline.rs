@@ -1,11 +1,17 @@
 //! `atowatch run`: the consumer-group loop.
 //!
 //! Per message: decide its handling (live, warm-up, skip), feed it to the engine,
-//! publish its signals and, when invalid, the message itself to the dead-letter topic,
-//! and note how many outputs it awaits. Delivery reports release those; the commit
-//! timer commits what is released. Revoke and shutdown flush first, so a rebalance or
-//! SIGTERM commits everything that was published; SIGKILL commits nothing new and the
-//! restart re-reads from the last commit, producing the same `signal_id`s.
+//! publish its signals, their decisions and, when invalid, the message itself to the
+//! dead-letter topic, and note how many outputs it awaits. Delivery reports release
+//! those; the commit timer commits what is released. Revoke and shutdown flush first, so
+//! a rebalance or SIGTERM commits everything that was published; SIGKILL commits nothing
+//! new and the restart re-reads from the last commit, producing the same `signal_id`s.
+//!
+//! Messages are handled in the order librdkafka hands them over: partition by partition,
+//! one fetched chunk at a time. Live, partitions interleave finely; catching up on a
+//! backlog over many partitions they do not, and with one watermark per process most of
+//! such a backlog arrives late (README, Performance). Merging partitions by timestamp is
+//! the planned fix.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
