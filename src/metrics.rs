@@ -51,6 +51,9 @@ pub struct Metrics {
     /// Decisions made, by action and scope (never by entity: no IP or account labels).
     pub decisions: IntCounterVec,
     pub decisions_active: IntGaugeVec,
+    /// Sign-ins per service and outcome (services are few and capped by
+    /// state.max_services; never per account or IP).
+    pub service_logins: IntCounterVec,
     /// Webhook messages and signals, by what happened (sent, failed, retried, suppressed
     /// into a digest, dropped).
     pub webhook: IntCounterVec,
@@ -65,6 +68,7 @@ pub struct Metrics {
 #[derive(Default)]
 pub struct EngineSync {
     last: Stats,
+    services: std::collections::HashMap<String, [u64; 2]>,
     last_evicted: u64,
     last_expired: u64,
 }
@@ -301,6 +305,12 @@ impl Metrics {
                 "Decisions in force now, by action and scope.",
                 &["action", "scope"],
             ),
+            service_logins: counter_vec(
+                &r,
+                "atowatch_service_logins_total",
+                "user.login events per service and outcome (success, failure), for failure ratios by service.",
+                &["service", "outcome"],
+            ),
             webhook: counter_vec(
                 &r,
                 "atowatch_webhook_total",
@@ -369,6 +379,23 @@ impl EngineSync {
         m.duplicates.inc_by(d(s.duplicates, l.duplicates));
         m.suppressed_signals.inc_by(d(s.suppressed, l.suppressed));
         self.last = s.clone();
+    }
+
+    /// Adds each service's sign-ins since the last call.
+    pub fn services<'a>(&mut self, m: &Metrics, now: impl Iterator<Item = (&'a str, [u64; 2])>) {
+        for (svc, counts) in now {
+            let last = self.services.entry(svc.to_string()).or_insert([0, 0]);
+            for (i, outcome) in ["success", "failure"].into_iter().enumerate() {
+                // A service that expired and came back restarts from zero in the engine.
+                let d = counts[i].checked_sub(last[i]).unwrap_or(counts[i]);
+                if d > 0 {
+                    m.service_logins
+                        .with_label_values(&[svc, outcome])
+                        .inc_by(d);
+                }
+            }
+            *last = counts;
+        }
     }
 
     pub fn state(&mut self, m: &Metrics, s: &StateSize, watermark_ms: Option<i64>) {

@@ -321,6 +321,20 @@ fn metrics_scraped_over_http_match_what_was_sent() {
     );
     assert_eq!(committed_now.iter().sum::<i64>(), 15);
     assert_eq!(get("atowatch_tracked_keys", &[("kind", "ip")]), 1.0);
+    assert_eq!(
+        get(
+            "atowatch_service_logins_total",
+            &[("service", "web"), ("outcome", "failure")]
+        ),
+        12.0
+    );
+    assert_eq!(
+        get(
+            "atowatch_service_logins_total",
+            &[("service", "web"), ("outcome", "success")]
+        ),
+        1.0
+    );
     assert!(get("atowatch_state_bytes", &[]) > 0.0);
     assert_eq!(get("atowatch_rebalances_total", &[("kind", "assign")]), 1.0);
     assert_eq!(get("atowatch_build_info", &[]), 1.0);

@@ -359,6 +359,15 @@ impl Engine {
         self.core.state_size()
     }
 
+    /// Sign-ins per tracked service, [successes, failures] since it was first seen (for
+    /// the per-service metric). Services are tracked while the service rule is on.
+    pub fn service_logins(&self) -> impl Iterator<Item = (&str, [u64; 2])> {
+        self.core
+            .services
+            .iter()
+            .map(|s| (s.key.as_str(), s.state.logins))
+    }
+
     /// Keys tracked, evictions and expiries, without the byte estimate (which walks every
     /// key): cheap enough to call every second.
     pub fn state_counts(&self) -> StateSize {
@@ -648,6 +657,7 @@ impl Core {
                 )
                 .id;
             let slot = self.services.slot_mut(id);
+            slot.state.logins[failure as usize] += 1;
             let obs = slot.state.dcs.observe(
                 &rules.distributed_credential_stuffing,
                 p.factor,

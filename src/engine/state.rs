@@ -161,6 +161,8 @@ pub struct AccountHot {
 
 #[derive(Default)]
 pub struct ServiceState {
+    /// Sign-ins seen on this service: [successes, failures]; exported as a metric.
+    pub logins: [u64; 2],
     pub dcs: distributed_credential_stuffing::ServiceState,
     /// While a campaign is active: who takes part.
     pub campaign: Option<Box<campaign_participant::Tracker>>,

@@ -1243,6 +1243,7 @@ impl Worker {
             size.bytes = m.state_bytes.get() as usize;
         }
         self.sync.state(m, &size, Some(self.engine.watermark()));
+        self.sync.services(m, self.engine.service_logins());
         m.producer_queue.set(self.producer.in_flight_count() as i64);
         m.pending_outputs.set(sh.tracker().outstanding() as i64);
         m.retry_queue
