@@ -476,7 +476,7 @@ impl Default for SeverityFactor {
             low: 1.0,
             medium: 1.0,
             high: 1.0,
-            critical: 2.0,
+            critical: 1.0,
         }
     }
 }

@@ -367,6 +367,27 @@ mod tests {
     }
 
     #[test]
+    fn the_severity_factor_scales_the_ttl() {
+        let mut cfg = Config::default().decisions;
+        cfg.severity_factor.critical = 4.0;
+        let mut d = Decider::new(&cfg, CidrSet::new(vec![]));
+        let high = signal(
+            Rule::CredentialStuffing,
+            Severity::High,
+            EntityType::Ip,
+            "192.0.2.1",
+        );
+        let crit = signal(
+            Rule::CredentialStuffing,
+            Severity::Critical,
+            EntityType::Ip,
+            "192.0.2.2",
+        );
+        assert_eq!(d.decide(&high, NOW).unwrap().duration_s, 15 * 60);
+        assert_eq!(d.decide(&crit, NOW).unwrap().duration_s, 60 * 60);
+    }
+
+    #[test]
     fn account_attacks_challenge_and_takeovers_ban_the_account() {
         let mut d = decider();
         let bf = signal(
