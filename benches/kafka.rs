@@ -217,7 +217,7 @@ fn producer(brokers: &str, linger_ms: &str, ctx: Acks) -> BaseProducer<Acks> {
         // Applications (often one Lambda invocation per sign-in) send small batches; a
         // backlog produced in 10,000-event batches would be fetched a whole partition at
         // a time and read mostly as late (see the late count in the report).
-        .set("batch.num.messages", &batch_messages())
+        .set("batch.num.messages", batch_messages())
         .create_with_context(ctx)
         .expect("producer")
 }
