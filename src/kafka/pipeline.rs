@@ -957,13 +957,17 @@ impl Pipeline {
             self.w.summary.signals,
             self.w.summary.dead_letters,
             self.w.summary.elapsed.as_secs_f64(),
-            self.w
-                .summary
-                .committed
-                .iter()
-                .map(|(t, p, o)| format!("{t}/{p}@{o}"))
-                .collect::<Vec<_>>()
-                .join(", ")
+            if self.w.summary.committed.is_empty() {
+                "nothing (no partitions assigned)".to_string()
+            } else {
+                self.w
+                    .summary
+                    .committed
+                    .iter()
+                    .map(|(t, p, o)| format!("{t}/{p}@{o}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
         );
         let summary = self.w.summary.clone();
         // Leave the group now (the revoke callback commits nothing new), within the
