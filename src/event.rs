@@ -584,14 +584,15 @@ impl<'de> Deserialize<'de> for RawUser<'de> {
     }
 }
 
-/// A user identifier: a string, or an integer (many user tables key on numbers).
-struct Ident<'a>(Option<Cow<'a, str>>);
+/// A user identifier: a string, or an integer (many user tables key on numbers). Shared
+/// with the OCSF and ECS decoders (`formats`).
+pub(crate) struct Ident<'a>(pub(crate) Option<Cow<'a, str>>);
 
-impl<'de> Deserialize<'de> for Ident<'de> {
+impl<'de: 'a, 'a> Deserialize<'de> for Ident<'a> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Ident<'de>;
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Ident<'a>;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a string or integer identifier")
             }
@@ -611,7 +612,7 @@ impl<'de> Deserialize<'de> for Ident<'de> {
                 Ok(Ident(None))
             }
         }
-        d.deserialize_any(V)
+        d.deserialize_any(V(std::marker::PhantomData))
     }
 }
 

@@ -44,8 +44,8 @@ use serde_json::{Map, Value, json};
 
 use crate::engine::{Engine, Processed};
 use crate::event::{
-    AuthEvent, EventKind, Forwarded, InvalidEvent, InvalidReason, MAX_TS_MS, MIN_TS_MS, Outcome,
-    RawUser, TsValue, decode_native, decode_native_into, format_ts, parse_rfc3339_ms,
+    AuthEvent, EventKind, Forwarded, Ident, InvalidEvent, InvalidReason, MAX_TS_MS, MIN_TS_MS,
+    Outcome, RawUser, TsValue, decode_native, decode_native_into, format_ts, parse_rfc3339_ms,
 };
 use crate::signal::Signal;
 
@@ -898,37 +898,6 @@ impl<'de: 'a, 'a> Deserialize<'de> for Str<'a> {
             }
         }
         d.deserialize_str(V(PhantomData))
-    }
-}
-
-/// An identifier: a string, or an integer (user tables often key on numbers).
-struct Ident<'a>(Option<Cow<'a, str>>);
-
-impl<'de: 'a, 'a> Deserialize<'de> for Ident<'a> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<'a>(PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
-            type Value = Ident<'a>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a string or integer identifier")
-            }
-            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(Ident(Some(Cow::Borrowed(v))))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(Ident(Some(Cow::Owned(v.to_owned()))))
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-                Ok(Ident(Some(Cow::Owned(v.to_string()))))
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-                Ok(Ident(Some(Cow::Owned(v.to_string()))))
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-                Ok(Ident(None))
-            }
-        }
-        d.deserialize_any(V(PhantomData))
     }
 }
 

@@ -897,18 +897,8 @@ fn clean(s: &str, max: usize) -> String {
         .collect()
 }
 
-/// `1234567` → `1,234,567`.
-pub fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
+/// `1234567` → `1,234,567`: the same grouping the replay summary prints.
+pub use crate::replay::group as thousands;
 
 fn ago(d: Duration) -> String {
     let s = d.as_secs().max(1);
