@@ -123,6 +123,45 @@ impl Shared {
     fn tracker(&self) -> MutexGuard<'_, Tracker> {
         self.tracker.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// A record the broker refused, or librdkafka would not take: counted by `kind`, kept
+    /// (headers included) and sent again after a backoff that grows with its attempts.
+    /// Returns the backoff. Its offset stays held until it is acknowledged.
+    fn retry_later(
+        &self,
+        kind: &str,
+        topic: &str,
+        key: Option<&[u8]>,
+        payload: Option<&[u8]>,
+        headers: Option<&impl Headers>,
+        mut meta: Box<OutMeta>,
+    ) -> Duration {
+        self.metrics
+            .delivery_errors
+            .with_label_values(&[kind])
+            .inc();
+        meta.attempts += 1;
+        let wait = backoff(meta.attempts);
+        let headers = headers
+            .map(|h| {
+                h.iter()
+                    .map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        self.retries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Retry {
+                topic: topic.to_string(),
+                key: key.map(<[u8]>::to_vec),
+                payload: payload.map(<[u8]>::to_vec),
+                headers,
+                meta,
+                due: Instant::now() + wait,
+            });
+        wait
+    }
 }
 
 fn rd_log(level: RDKafkaLogLevel, fac: &str, msg: &str) {
@@ -549,7 +588,7 @@ fn error_kind(e: &RdError) -> String {
 impl ProducerContext for ProducerCtx {
     type DeliveryOpaque = Box<OutMeta>;
 
-    fn delivery(&self, r: &DeliveryResult<'_>, mut meta: Box<OutMeta>) {
+    fn delivery(&self, r: &DeliveryResult<'_>, meta: Box<OutMeta>) {
         let sh = &self.shared;
         match r {
             Ok(_) => {
@@ -571,44 +610,25 @@ impl ProducerContext for ProducerCtx {
             }
             Err((e, msg)) => {
                 let kind = error_kind(e);
-                sh.metrics
-                    .delivery_errors
-                    .with_label_values(&[kind.as_str()])
-                    .inc();
-                meta.attempts += 1;
-                let backoff = backoff(meta.attempts);
+                let offset = meta.origin.map_or(-1, |o| o.offset);
+                let backoff = sh.retry_later(
+                    &kind,
+                    msg.topic(),
+                    msg.key(),
+                    msg.payload(),
+                    msg.headers(),
+                    meta,
+                );
                 logging::log_limited(
                     Level::Error,
                     LOG,
                     &format!("delivery:{}:{kind}", msg.topic()),
                     Duration::from_secs(10),
                     format_args!(
-                        "delivery to {} failed: {e}; retrying in {:?}; the source offset {} stays uncommitted until it succeeds",
+                        "delivery to {} failed: {e}; retrying in {backoff:?}; the source offset {offset} stays uncommitted until it succeeds",
                         msg.topic(),
-                        backoff,
-                        meta.origin.map_or(-1, |o| o.offset),
                     ),
                 );
-                let headers = msg
-                    .headers()
-                    .map(|h| {
-                        h.iter()
-                            .map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec()))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                let retry = Retry {
-                    topic: msg.topic().to_string(),
-                    key: msg.key().map(<[u8]>::to_vec),
-                    payload: msg.payload().map(<[u8]>::to_vec),
-                    headers,
-                    meta,
-                    due: Instant::now() + backoff,
-                };
-                sh.retries
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push(retry);
             }
         }
     }
@@ -1146,42 +1166,19 @@ impl Worker {
                     self.producer.poll(Duration::from_millis(10));
                 }
                 Err((e, r)) => {
-                    let kind = error_kind(&e);
-                    self.shared
-                        .metrics
-                        .delivery_errors
-                        .with_label_values(&[kind.as_str()])
-                        .inc();
-                    let mut meta = r.delivery_opaque;
-                    meta.attempts += 1;
+                    let backoff = self.shared.retry_later(
+                        &error_kind(&e),
+                        r.topic,
+                        r.key,
+                        r.payload,
+                        r.headers.as_ref(),
+                        r.delivery_opaque,
+                    );
                     crate::error!(
                         LOG,
-                        "cannot send to {}: {e}; retrying in {:?}",
-                        r.topic,
-                        backoff(meta.attempts)
+                        "cannot send to {}: {e}; retrying in {backoff:?}",
+                        r.topic
                     );
-                    let headers = r
-                        .headers
-                        .as_ref()
-                        .map(|h| {
-                            h.iter()
-                                .map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec()))
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    let due = Instant::now() + backoff(meta.attempts);
-                    self.shared
-                        .retries
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push(Retry {
-                            topic: r.topic.to_string(),
-                            key: r.key.map(<[u8]>::to_vec),
-                            payload: r.payload.map(<[u8]>::to_vec),
-                            headers,
-                            meta,
-                            due,
-                        });
                     return;
                 }
             }
