@@ -4,11 +4,9 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use atowatch::kafka::{self, Health, RunOptions};
@@ -352,114 +350,19 @@ fn metrics_scraped_over_http_match_what_was_sent() {
 // ---------------------------------------------------------------------------------------
 // The binary, as a user runs it.
 
-struct Proc {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    log: Vec<String>,
-}
-
-impl Proc {
-    fn start(brokers: &str, group: &str) -> Proc {
-        // A killed member holds its partitions until its session times out; a short
-        // session lets the restart take over within the test's patience.
-        let dir = common::scratch_dir(&format!("kafka-run-{group}"));
-        let cfg = dir.join(format!("{group}.toml"));
-        std::fs::write(
-            &cfg,
-            "[kafka]\ncommit_interval = \"200ms\"\n\n[kafka.consumer_properties]\n\
-             \"auto.offset.reset\" = \"earliest\"\n\"session.timeout.ms\" = 6000\n\
-             \"heartbeat.interval.ms\" = 500\n",
-        )
-        .unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_atowatch"))
-            .arg("run")
-            .arg("--config")
-            .arg(&cfg)
-            .env("ATOWATCH_BROKERS", brokers)
-            .env("ATOWATCH_GROUP_ID", group)
-            .env("ATOWATCH_HTTP_BIND", "127.0.0.1:0")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn atowatch run");
-        let (tx, rx) = mpsc::channel();
-        let err = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Proc {
-            child,
-            lines: rx,
-            log: Vec::new(),
-        }
-    }
-
-    /// Waits for a stderr line containing `needle`; returns it.
-    fn expect_line(&mut self, needle: &str, limit: Duration) -> String {
-        let deadline = Instant::now() + limit;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(l) => {
-                    self.log.push(l.clone());
-                    if l.contains(needle) {
-                        return l;
-                    }
-                }
-                Err(_) => panic!(
-                    "no line containing {needle:?} within {limit:?}; stderr so far:\n{}",
-                    self.log.join("\n")
-                ),
-            }
-        }
-    }
-
-    fn http_addr(&mut self) -> String {
-        let l = self.expect_line("serving /metrics", Duration::from_secs(30));
-        l.rsplit("http://").next().unwrap().trim().to_string()
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([&format!("-{sig}"), &self.child.id().to_string()])
-            .status()
-            .expect("kill")
-            .success();
-        assert!(ok);
-    }
-
-    fn wait(&mut self, limit: Duration) -> std::process::ExitStatus {
-        let deadline = Instant::now() + limit;
-        loop {
-            while let Ok(l) = self.lines.try_recv() {
-                self.log.push(l);
-            }
-            if let Some(s) = self.child.try_wait().unwrap() {
-                while let Ok(l) = self.lines.recv_timeout(Duration::from_millis(200)) {
-                    self.log.push(l);
-                }
-                return s;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "did not exit within {limit:?}; stderr:\n{}",
-                self.log.join("\n")
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `atowatch run` with a config whose short session lets a restart take over a killed
+/// member's partitions within the test's patience.
+fn start_run(brokers: &str, group: &str) -> RunProc {
+    let dir = common::scratch_dir(&format!("kafka-run-{group}"));
+    let cfg = dir.join(format!("{group}.toml"));
+    std::fs::write(
+        &cfg,
+        "[kafka]\ncommit_interval = \"200ms\"\n\n[kafka.consumer_properties]\n\
+         \"auto.offset.reset\" = \"earliest\"\n\"session.timeout.ms\" = 6000\n\
+         \"heartbeat.interval.ms\" = 500\n",
+    )
+    .unwrap();
+    RunProc::spawn(brokers, group, Some(&cfg), &dir)
 }
 
 fn scrape(addr: &str, name: &str) -> f64 {
@@ -472,8 +375,8 @@ fn sigterm_drains_commits_and_exits_zero() {
     let events = simulated(3, 120);
     produce(&c.brokers, EVENTS, events.iter().map(Vec::as_slice), None);
     let group = "atowatch-sigterm";
-    let mut p = Proc::start(&c.brokers, group);
-    let addr = p.http_addr();
+    let mut p = start_run(&c.brokers, group);
+    let addr = p.http_addr(Duration::from_secs(30));
     wait_for("all events consumed", Duration::from_secs(60), || {
         scrape(&addr, "atowatch_messages_total") >= events.len() as f64
     });
@@ -506,8 +409,8 @@ fn a_killed_consumer_restarts_redelivers_and_misses_no_signal() {
     let expected: BTreeSet<String> = replay(&cfg, &events).iter().map(|s| signal_id(s)).collect();
     assert!(expected.len() > 10);
     let group = "atowatch-sigkill";
-    let mut p = Proc::start(&c.brokers, group);
-    let addr = p.http_addr();
+    let mut p = start_run(&c.brokers, group);
+    let addr = p.http_addr(Duration::from_secs(30));
     // The first 60% is processed and committed; the kill lands while the rest is being
     // processed, after outputs were published and before their offsets are committed.
     let first = events.len() * 6 / 10;
@@ -537,23 +440,13 @@ fn a_killed_consumer_restarts_redelivers_and_misses_no_signal() {
         "killed after the first commit and before the last (committed {before})"
     );
 
-    let mut p = Proc::start(&c.brokers, group);
-    let addr = p.http_addr();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while committed(&c.brokers, group, EVENTS, 1)[0] != events.len() as i64 {
-        if Instant::now() > deadline {
-            while let Ok(l) = p.lines.try_recv() {
-                p.log.push(l);
-            }
-            panic!(
-                "restart did not commit to the end ({} of {}); stderr:\n{}",
-                committed(&c.brokers, group, EVENTS, 1)[0],
-                events.len(),
-                p.log.join("\n")
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let mut p = start_run(&c.brokers, group);
+    let addr = p.http_addr(Duration::from_secs(30));
+    p.wait_for(
+        "the restart to commit to the end",
+        Duration::from_secs(60),
+        || committed(&c.brokers, group, EVENTS, 1)[0] == events.len() as i64,
+    );
     let warm = scrape(&addr, "atowatch_warmup_events_total");
     eprintln!(
         "killed with {before} of {} committed; restart re-read {warm} events to warm state",

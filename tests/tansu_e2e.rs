@@ -15,15 +15,12 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
@@ -33,7 +30,8 @@ use atowatch::simulate::{SimOptions, generate};
 
 use common::MIN;
 use common::kafka::{
-    DECISIONS, DLQ, EVENTS, Record, SIGNALS, config, http_get, metric_sum, parse_metrics, run_until,
+    DECISIONS, DLQ, EVENTS, Record, RunProc, SIGNALS, config, http_get, metric_sum, parse_metrics,
+    record_headers, run_until,
 };
 use common::tansu::{self, Tansu};
 
@@ -186,20 +184,7 @@ fn read_back(tansu: &Tansu, topic: &str, want: usize) -> Vec<Record> {
         }
         match c.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
-                let headers = m
-                    .headers()
-                    .map(|h| {
-                        h.iter()
-                            .map(|h| {
-                                (
-                                    h.key.to_string(),
-                                    String::from_utf8_lossy(h.value.unwrap_or_default())
-                                        .into_owned(),
-                                )
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
+                let headers = record_headers(&m);
                 out.push(Record {
                     partition: m.partition(),
                     offset: m.offset(),
@@ -424,126 +409,11 @@ fn a_restart_against_tansu_resumes_at_the_commit_warms_up_and_misses_nothing() {
 // ---------------------------------------------------------------------------------------
 // The binary, as a user runs it (configured from the environment alone).
 
-struct Proc {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    log: Vec<String>,
-}
-
-impl Proc {
-    fn start(brokers: &str, group: &str) -> Proc {
-        // No config file: the embedded defaults plus ATOWATCH_* overrides. Run from a
-        // scratch directory so nothing in the working tree can be picked up.
-        let dir = common::scratch_dir(&format!("tansu-run-{group}"));
-        let mut child = Command::new(env!("CARGO_BIN_EXE_atowatch"))
-            .arg("run")
-            .current_dir(&dir)
-            .env("ATOWATCH_BROKERS", brokers)
-            .env("ATOWATCH_GROUP_ID", group)
-            .env("ATOWATCH_HTTP_BIND", "127.0.0.1:0")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn atowatch run");
-        let (tx, rx) = mpsc::channel();
-        let err = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Proc {
-            child,
-            lines: rx,
-            log: Vec::new(),
-        }
-    }
-
-    fn drain(&mut self) {
-        while let Ok(l) = self.lines.try_recv() {
-            self.log.push(l);
-        }
-    }
-
-    fn stderr(&mut self) -> String {
-        self.drain();
-        self.log.join("\n")
-    }
-
-    /// The address from `serving /metrics, /healthz, /readyz on http://ADDR`.
-    fn http_addr(&mut self) -> String {
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(l) => {
-                    self.log.push(l.clone());
-                    if l.contains("serving /metrics") {
-                        return l.rsplit("http://").next().unwrap().trim().to_string();
-                    }
-                }
-                Err(_) => panic!(
-                    "no `serving /metrics` line within {TIMEOUT:?}; stderr so far:\n{}",
-                    self.log.join("\n")
-                ),
-            }
-        }
-    }
-
-    /// Polls `done` until it holds, panicking with the process's stderr after `limit`.
-    fn wait_for(&mut self, what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
-        let deadline = Instant::now() + limit;
-        while !done() {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                panic!(
-                    "atowatch exited ({s}) while waiting for {what}; stderr:\n{}",
-                    self.stderr()
-                );
-            }
-            if Instant::now() >= deadline {
-                panic!("timed out waiting for {what}; stderr:\n{}", self.stderr());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn sigterm(&self) {
-        let ok = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill")
-            .success();
-        assert!(ok, "kill -TERM {}", self.child.id());
-    }
-
-    fn wait(&mut self, limit: Duration) -> std::process::ExitStatus {
-        let deadline = Instant::now() + limit;
-        loop {
-            self.drain();
-            if let Some(s) = self.child.try_wait().unwrap() {
-                while let Ok(l) = self.lines.recv_timeout(Duration::from_millis(200)) {
-                    self.log.push(l);
-                }
-                return s;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "did not exit within {limit:?}; stderr:\n{}",
-                self.log.join("\n")
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `atowatch run` with no config file: the embedded defaults plus `ATOWATCH_*`
+/// overrides, from a scratch directory so nothing in the working tree can be picked up.
+fn start_run(brokers: &str, group: &str) -> RunProc {
+    let dir = common::scratch_dir(&format!("tansu-run-{group}"));
+    RunProc::spawn(brokers, group, None, &dir)
 }
 
 fn scrape(addr: &str) -> BTreeMap<String, f64> {
@@ -563,8 +433,8 @@ fn the_binary_runs_against_tansu_and_stops_on_sigterm() {
     let group = format!("atowatch-tansu-sigterm-{}", std::process::id());
 
     let t0 = Instant::now();
-    let mut p = Proc::start(&tansu.bootstrap, &group);
-    let addr = p.http_addr();
+    let mut p = start_run(&tansu.bootstrap, &group);
+    let addr = p.http_addr(TIMEOUT);
     assert_eq!(http_get(&addr, "/healthz").0, 200);
     p.wait_for("/readyz to return 200", TIMEOUT, || {
         http_get(&addr, "/readyz").0 == 200
@@ -593,7 +463,7 @@ fn the_binary_runs_against_tansu_and_stops_on_sigterm() {
     });
 
     let stopping = Instant::now();
-    p.sigterm();
+    p.signal("TERM");
     let status = p.wait(TIMEOUT);
     let stopped_in = stopping.elapsed();
     assert!(

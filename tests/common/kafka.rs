@@ -3,10 +3,13 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
@@ -176,19 +179,7 @@ pub fn read_all(brokers: &str, topic: &str) -> Vec<Record> {
     while done.len() < highs.len() {
         assert!(Instant::now() < deadline, "reading {topic} timed out");
         if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
-            let headers = m
-                .headers()
-                .map(|h| {
-                    h.iter()
-                        .map(|h| {
-                            (
-                                h.key.to_string(),
-                                String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
-                            )
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
+            let headers = record_headers(&m);
             let (p, o) = (m.partition(), m.offset());
             out.push(Record {
                 partition: p,
@@ -343,4 +334,155 @@ pub fn metric_sum(m: &BTreeMap<String, f64>, name: &str, labels: &[(&str, &str)]
         })
         .map(|(_, v)| v)
         .sum()
+}
+
+/// A record's headers as text, by name.
+pub fn record_headers(m: &impl Message) -> BTreeMap<String, String> {
+    m.headers()
+        .map(|h| {
+            h.iter()
+                .map(|h| {
+                    (
+                        h.key.to_string(),
+                        String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The `atowatch run` binary as a user starts it: configured through `ATOWATCH_*`, its
+/// HTTP on a free port, stderr collected line by line.
+pub struct RunProc {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    pub log: Vec<String>,
+}
+
+impl RunProc {
+    /// Starts `atowatch run` in `dir`, with `--config config` when given.
+    pub fn spawn(brokers: &str, group: &str, config: Option<&Path>, dir: &Path) -> RunProc {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_atowatch"));
+        cmd.arg("run");
+        if let Some(c) = config {
+            cmd.arg("--config").arg(c);
+        }
+        let mut child = cmd
+            .current_dir(dir)
+            .env("ATOWATCH_BROKERS", brokers)
+            .env("ATOWATCH_GROUP_ID", group)
+            .env("ATOWATCH_HTTP_BIND", "127.0.0.1:0")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn atowatch run");
+        let (tx, rx) = mpsc::channel();
+        let err = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        RunProc {
+            child,
+            lines: rx,
+            log: Vec::new(),
+        }
+    }
+
+    fn drain(&mut self) {
+        while let Ok(l) = self.lines.try_recv() {
+            self.log.push(l);
+        }
+    }
+
+    /// Everything it wrote to stderr so far.
+    pub fn stderr(&mut self) -> String {
+        self.drain();
+        self.log.join("\n")
+    }
+
+    /// Waits for a stderr line containing `needle`; returns it.
+    pub fn expect_line(&mut self, needle: &str, limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => {
+                    self.log.push(l.clone());
+                    if l.contains(needle) {
+                        return l;
+                    }
+                }
+                Err(_) => panic!(
+                    "no line containing {needle:?} within {limit:?}; stderr so far:\n{}",
+                    self.log.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// The address from `serving /metrics, /healthz, /readyz on http://ADDR`.
+    pub fn http_addr(&mut self, limit: Duration) -> String {
+        let l = self.expect_line("serving /metrics", limit);
+        l.rsplit("http://").next().unwrap().trim().to_string()
+    }
+
+    /// Polls `done` until it holds, panicking with the process's stderr after `limit`
+    /// or if the process exits first.
+    pub fn wait_for(&mut self, what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + limit;
+        while !done() {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                panic!(
+                    "atowatch exited ({s}) while waiting for {what}; stderr:\n{}",
+                    self.stderr()
+                );
+            }
+            if Instant::now() >= deadline {
+                panic!("timed out waiting for {what}; stderr:\n{}", self.stderr());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `kill -SIG`: `TERM`, `KILL`.
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok, "kill -{sig} {}", self.child.id());
+    }
+
+    pub fn wait(&mut self, limit: Duration) -> ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            self.drain();
+            if let Some(s) = self.child.try_wait().unwrap() {
+                while let Ok(l) = self.lines.recv_timeout(Duration::from_millis(200)) {
+                    self.log.push(l);
+                }
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "did not exit within {limit:?}; stderr:\n{}",
+                self.log.join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for RunProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
