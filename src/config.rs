@@ -336,6 +336,8 @@ pub struct KafkaConfig {
     pub warmup_window: Dur,
     pub warmup_max_events: u64,
     pub max_pending_outputs: usize,
+    /// A partition that delivers nothing for this long stops holding the watermark back.
+    pub partition_idle_after: Dur,
     pub properties: Properties,
     pub consumer_properties: Properties,
     pub producer_properties: Properties,
@@ -361,6 +363,7 @@ impl Default for KafkaConfig {
             warmup_window: Dur(0),
             warmup_max_events: 2_000_000,
             max_pending_outputs: 100_000,
+            partition_idle_after: Dur::secs(5),
             properties: props(&[("statistics.interval.ms", "1000")]),
             consumer_properties: props(&[
                 ("auto.offset.reset", "earliest"),
@@ -1110,6 +1113,7 @@ impl Config {
         }
         positive("kafka.commit_interval", k.commit_interval)?;
         positive("kafka.revoke_timeout", k.revoke_timeout)?;
+        positive("kafka.partition_idle_after", k.partition_idle_after)?;
         positive("kafka.shutdown_timeout", k.shutdown_timeout)?;
         non_negative("kafka.warmup_window", k.warmup_window)?;
         if k.max_pending_outputs == 0 {

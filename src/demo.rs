@@ -446,11 +446,12 @@ impl DemoReport {
         let mut s = String::new();
         let r = &self.run;
         s.push_str(&format!(
-            "\nSummary: {} events produced, {} processed, {} signals, {} dead letters in {:.1}s\n",
+            "\nSummary: {} events produced, {} processed, {} signals, {} dead letters, {} late in {:.1}s\n",
             self.produced,
             r.messages,
             self.signals.len(),
             r.dead_letters,
+            r.late,
             r.elapsed.as_secs_f64()
         ));
         let mut by_rule: BTreeMap<&str, usize> = BTreeMap::new();

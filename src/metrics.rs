@@ -40,6 +40,7 @@ pub struct Metrics {
     pub evictions: IntCounter,
     pub expirations: IntCounter,
     pub watermark: IntGauge,
+    pub watermark_partitions: IntGauge,
     pub producer_queue: IntGauge,
     pub pending_outputs: IntGauge,
     pub retry_queue: IntGauge,
@@ -261,7 +262,12 @@ impl Metrics {
             watermark: gauge(
                 &r,
                 "atowatch_watermark_timestamp_seconds",
-                "Event-time watermark: newest accepted event time minus allowed lateness.",
+                "Event-time watermark: the least stream time of the partitions holding it back, minus allowed lateness.",
+            ),
+            watermark_partitions: gauge(
+                &r,
+                "atowatch_watermark_partitions",
+                "Partitions holding the watermark back: delivering, not idle for kafka.partition_idle_after.",
             ),
             producer_queue: gauge(
                 &r,
@@ -413,7 +419,7 @@ impl EngineSync {
             .inc_by(s.expired.saturating_sub(self.last_expired));
         self.last_evicted = s.evicted;
         self.last_expired = s.expired;
-        if let Some(w) = watermark_ms {
+        if let Some(w) = watermark_ms.filter(|&w| w > i64::MIN) {
             m.watermark.set(w.div_euclid(1000));
         }
     }

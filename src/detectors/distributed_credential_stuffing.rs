@@ -38,7 +38,11 @@ pub struct ServiceState {
     slices: VecDeque<Slice>,
     /// (ts, ip hash, account hash) of recent failures.
     recent_failures: VecDeque<(i64, u64, u64)>,
-    pub campaign_until: i64,
+    /// The campaign's span, `(from, until]`: a start as well as an end, because input
+    /// from a partition read behind the others arrives after the campaign was declared,
+    /// and its failures from before the campaign are no part of it.
+    campaign_from: i64,
+    campaign_until: i64,
     last_eval_slice: i64,
     last_eval_failures: u64,
     /// (slice, baseline): the baseline only changes when the window moves a slice.
@@ -48,13 +52,17 @@ pub struct ServiceState {
 /// What observing one login found.
 pub struct Observed {
     pub fire: Option<Fire>,
-    /// A campaign just became active: the engine sweeps recent failing IPs.
-    pub campaign_started: bool,
+    /// A campaign just became active, or now reaches back further (its start was seen
+    /// late, in a partition read behind the others): the engine sweeps the failing IPs
+    /// of the window ending at `end` for participants.
+    pub sweep: bool,
+    pub end: i64,
 }
 
 const NONE: Observed = Observed {
     fire: None,
-    campaign_started: false,
+    sweep: false,
+    end: 0,
 };
 
 pub fn slice_ms(cfg: &DistributedCredentialStuffingConfig) -> i64 {
@@ -63,7 +71,12 @@ pub fn slice_ms(cfg: &DistributedCredentialStuffingConfig) -> i64 {
 
 impl ServiceState {
     pub fn campaign_active(&self, t: i64) -> bool {
-        t <= self.campaign_until
+        t > self.campaign_from && t <= self.campaign_until
+    }
+
+    /// No event still to come can fall within the campaign.
+    pub fn campaign_over(&self, watermark: i64) -> bool {
+        watermark > self.campaign_until
     }
 
     /// Failures on this service within `(end - w, end]`: (ts, ip hash, account hash).
@@ -144,9 +157,11 @@ impl ServiceState {
         }
         self.recent_failures.push_back((t, ip, account));
 
-        // The window ends with the newest event's slice (an out-of-order event is counted
-        // where it belongs, in the window that is current); `newest` leaves out any wild
-        // clock accepted before time was established. Only ~30 slices are summed.
+        // The window ends with the newest event's slice of this event's source (an
+        // out-of-order event is counted where it belongs, in the window that is current;
+        // a partition read behind the others has its own current window); `newest`
+        // leaves out any wild clock accepted before time was established. Only ~30
+        // slices are summed.
         let end = (newest.max(t).div_euclid(sm) + 1) * sm - 1;
         let in_window = |s: &&Slice| s.start > end - w && s.start <= end;
         let (mut attempts, mut failures) = (0u64, 0u64);
@@ -206,8 +221,17 @@ impl ServiceState {
         if ips < cfg.min_distinct_ips as u64 || accounts < cfg.min_distinct_accounts as u64 {
             return NONE;
         }
-        let campaign_started = !self.campaign_active(t);
-        self.campaign_until = end + w;
+        // A campaign spans `(end - w, end + w]` of each window that fired; overlapping
+        // spans are one campaign, whichever order their windows were judged in.
+        let overlaps = end - w < self.campaign_until && end + w > self.campaign_from;
+        let sweep = !overlaps || end - w < self.campaign_from;
+        if overlaps {
+            self.campaign_from = self.campaign_from.min(end - w);
+            self.campaign_until = self.campaign_until.max(end + w);
+        } else {
+            self.campaign_from = end - w;
+            self.campaign_until = end + w;
+        }
         for s in self
             .slices
             .iter_mut()
@@ -259,7 +283,8 @@ impl ServiceState {
         };
         Observed {
             fire: Some(fire),
-            campaign_started,
+            sweep,
+            end,
         }
     }
 

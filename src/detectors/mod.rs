@@ -60,7 +60,9 @@ impl Cooldown {
                 return false;
             }
         }
-        self.until = ts.saturating_add(cooldown_ms);
+        // Never shortened: an event read behind the others (another partition) must
+        // not reopen a cooldown a newer one started.
+        self.until = self.until.max(ts.saturating_add(cooldown_ms));
         self.sev = Some(sev);
         true
     }

@@ -2,13 +2,20 @@
 //!
 //! Stream time is the K-th largest event time accepted (K = `time.jump_confirmations`),
 //! not the largest: one or two events from a broken clock can never move it, so they
-//! cannot make everyone else's events look late. The watermark trails it by the allowed
-//! lateness. An event more than `max_forward_jump` ahead is rejected unless K such events
-//! agree with each other (within `max_forward_jump`): a real gap in traffic, e.g. a
-//! replay across a quiet night, confirms itself within K events; random wild clocks never
-//! do. Until K events have been seen, time is not established and nothing is late or
-//! rejected as a jump. Everything here depends on the input order only, so replays are
-//! deterministic.
+//! cannot make everyone else's events look late. An event more than `max_forward_jump`
+//! ahead is rejected unless K such events agree with each other (within
+//! `max_forward_jump`): a real gap in traffic, e.g. a replay across a quiet night,
+//! confirms itself within K events; random wild clocks never do. Until K events have
+//! been seen, time is not established and nothing is late or rejected as a jump.
+//!
+//! Input comes from sources (Kafka partitions) that are each in time order but not in
+//! step with each other: catching up on a backlog, one partition's fetch can be minutes
+//! of event time ahead of another's. So, as in Flink, each source keeps its own stream
+//! time and the watermark is the least of them, less the allowed lateness: skew between
+//! partitions never makes an event late. A source stops holding the watermark back when
+//! its driver marks it idle (a Kafka partition with nothing to deliver) or removes it
+//! (revoked); it starts afresh with its next event, which is never late. Replay is one
+//! source, so everything depends on the input order only and is deterministic.
 
 use crate::config::TimeConfig;
 
@@ -22,15 +29,48 @@ pub enum Admit {
     Jump,
 }
 
+/// The K largest of a set of times, largest first.
+#[derive(Clone, Debug, Default)]
+struct TopK {
+    top: Vec<i64>,
+}
+
+impl TopK {
+    /// The K-th largest (the smallest kept, before K).
+    fn kth(&self) -> Option<i64> {
+        self.top.last().copied()
+    }
+
+    fn insert(&mut self, ts: i64, k: usize) {
+        let pos = self.top.partition_point(|&x| x > ts);
+        if pos < k {
+            self.top.insert(pos, ts);
+            self.top.truncate(k);
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+struct Source {
+    times: TopK,
+    /// Counted in the watermark: assigned, delivering, and with a time.
+    live: bool,
+}
+
 #[derive(Clone, Debug)]
 pub struct Clock {
     lateness: i64,
     max_jump: i64,
     k: usize,
-    /// The K largest accepted event times, largest first.
-    top: Vec<i64>,
+    /// Over all sources: stream time, and the reference for forward jumps.
+    all: TopK,
     /// Rejected far-future times waiting for agreement.
     pending: Vec<i64>,
+    sources: Vec<Source>,
+    current: usize,
+    /// min over live sources of their stream time, less the lateness; held while no
+    /// source is live.
+    wm: i64,
 }
 
 impl Clock {
@@ -40,27 +80,44 @@ impl Clock {
             lateness: cfg.allowed_lateness.ms(),
             max_jump: cfg.max_forward_jump.ms(),
             k,
-            top: Vec::with_capacity(k + 1),
+            all: TopK {
+                top: Vec::with_capacity(k + 1),
+            },
             pending: Vec::new(),
+            sources: vec![Source::default()],
+            current: 0,
+            wm: i64::MIN,
         }
     }
 
-    /// Stream time: the K-th largest accepted event time (the smallest kept, before K
-    /// events). `None` before the first event.
+    /// Stream time: the K-th largest accepted event time over all sources (the smallest
+    /// kept, before K events). `None` before the first event.
     pub fn now(&self) -> Option<i64> {
-        self.top.last().copied()
+        self.all.kth()
     }
 
     /// Events before the watermark are late; state older than it minus a window is gone.
     pub fn watermark(&self) -> i64 {
-        self.now().map_or(i64::MIN, |m| m - self.lateness)
+        self.wm
     }
 
     /// The newest event time accepted, leaving out a wild clock accepted before time was
     /// established.
     pub fn max_ts(&self) -> Option<i64> {
         let ahead = self.horizon_ahead();
-        self.top.iter().copied().find(|&t| t <= ahead)
+        self.all.top.iter().copied().find(|&t| t <= ahead)
+    }
+
+    /// The newest event time of the current source, leaving out a wild clock: "now"
+    /// for windows judged as of the event in hand.
+    pub fn source_max_ts(&self) -> Option<i64> {
+        let ahead = self.horizon_ahead();
+        self.sources[self.current]
+            .times
+            .top
+            .iter()
+            .copied()
+            .find(|&t| t <= ahead)
     }
 
     /// Anything after this is a wild clock, not the stream running ahead.
@@ -69,8 +126,36 @@ impl Clock {
             .map_or(i64::MAX, |m| m.saturating_add(self.max_jump))
     }
 
+    /// The events that follow come from source `id` (a small dense number, e.g. the
+    /// runtime's partition slot). A source seen for the first time, or again after
+    /// being idle, starts without a time and holds nothing back until its first event.
+    #[inline]
+    pub fn set_source(&mut self, id: usize) {
+        if id >= self.sources.len() {
+            self.sources.resize_with(id + 1, Source::default);
+        }
+        self.current = id;
+    }
+
+    /// Source `id` has nothing to deliver (or is gone): it stops holding the watermark
+    /// back and forgets its time, so its next event starts it afresh.
+    pub fn set_idle(&mut self, id: usize) {
+        if let Some(s) = self.sources.get_mut(id) {
+            if s.live || !s.times.top.is_empty() {
+                s.live = false;
+                s.times.top.clear();
+                self.recompute();
+            }
+        }
+    }
+
+    /// How many sources hold the watermark back.
+    pub fn live_sources(&self) -> usize {
+        self.sources.iter().filter(|s| s.live).count()
+    }
+
     pub fn admit(&mut self, ts: i64) -> Admit {
-        let established = self.top.len() >= self.k;
+        let established = self.all.top.len() >= self.k;
         if established && ts > self.horizon_ahead() {
             self.pending.retain(|&p| (p - ts).abs() <= self.max_jump);
             self.pending.push(ts);
@@ -82,35 +167,68 @@ impl Clock {
             }
             return Admit::Accept;
         }
-        if established && ts < self.now_with(ts) - self.lateness {
+        // A source's first event sets its time and so is never late: only a source
+        // that has a time is behind the others.
+        let src = &self.sources[self.current];
+        if established && src.live && ts < self.wm_with(ts) {
             return Admit::Late;
         }
         self.insert(ts);
         Admit::Accept
     }
 
-    /// Stream time if `ts` were accepted: the K-th largest of `top ∪ {ts}` (K entries kept).
-    fn now_with(&self, ts: i64) -> i64 {
+    /// The watermark if `ts` were accepted into the current source: only its own stream
+    /// time can move, and only up.
+    fn wm_with(&self, ts: i64) -> i64 {
+        let times = &self.sources[self.current].times.top;
         let k = self.k;
-        let kth = self.top[k - 1];
-        if ts <= kth {
-            kth
-        } else if k == 1 {
-            ts
-        } else {
-            ts.min(self.top[k - 2])
+        if times.len() < k || ts <= times[k - 1] {
+            return self.wm;
         }
+        let own = if k == 1 { ts } else { ts.min(times[k - 2]) };
+        let own_wm = own.saturating_sub(self.lateness);
+        // The watermark is a min; raising one source's term raises it at most to that.
+        let others = self
+            .sources
+            .iter()
+            .enumerate()
+            .filter(|&(i, s)| i != self.current && s.live)
+            .filter_map(|(_, s)| s.times.kth())
+            .min()
+            .map_or(i64::MAX, |t| t.saturating_sub(self.lateness));
+        own_wm.min(others)
     }
 
     fn insert(&mut self, ts: i64) {
-        let pos = self.top.partition_point(|&x| x > ts);
-        if pos < self.k {
-            self.top.insert(pos, ts);
-            self.top.truncate(self.k);
+        self.all.insert(ts, self.k);
+        let k = self.k;
+        let src = &mut self.sources[self.current];
+        let before = src.times.kth();
+        src.times.insert(ts, k);
+        let became_live = !src.live;
+        src.live = true;
+        if became_live || src.times.kth() != before {
+            self.recompute();
         }
         let now = self.now().unwrap_or(i64::MIN);
         self.pending
             .retain(|&p| p > now.saturating_add(self.max_jump));
+    }
+
+    fn recompute(&mut self) {
+        if self.all.top.len() < self.k {
+            self.wm = i64::MIN;
+            return;
+        }
+        if let Some(min) = self
+            .sources
+            .iter()
+            .filter(|s| s.live)
+            .filter_map(|s| s.times.kth())
+            .min()
+        {
+            self.wm = min.saturating_sub(self.lateness);
+        }
     }
 }
 
@@ -184,6 +302,74 @@ mod tests {
             let wild = (year - 1970) * 365 * 86_400_000;
             assert_eq!(c.admit(wild), Admit::Jump, "{year}");
         }
+    }
+
+    #[test]
+    fn a_partition_running_minutes_ahead_of_another_makes_nothing_late() {
+        let mut c = clock();
+        // Catching up: partition 0's fetch covers ten minutes before partition 1's comes.
+        c.set_source(0);
+        for i in 0..600 {
+            assert_eq!(c.admit(T + i * 1_000), Admit::Accept);
+        }
+        assert_eq!(c.watermark(), T + 597_000 - 60_000);
+        c.set_source(1);
+        for i in 0..600 {
+            assert_eq!(c.admit(T + i * 1_000), Admit::Accept, "partition 1 at {i}s");
+        }
+        assert_eq!(c.watermark(), T + 597_000 - 60_000);
+        // Within a partition, order still counts.
+        assert_eq!(c.admit(T + 500_000), Admit::Late);
+    }
+
+    #[test]
+    fn the_slowest_live_partition_holds_the_watermark_until_it_goes_idle() {
+        let mut c = clock();
+        c.set_source(1);
+        for i in 0..3 {
+            c.admit(T + i);
+        }
+        c.set_source(0);
+        for i in 0..300 {
+            c.admit(T + i * 1_000);
+        }
+        assert_eq!(c.watermark(), T - 60_000, "partition 1 holds it back");
+        assert_eq!(c.live_sources(), 2);
+        c.set_idle(1);
+        assert_eq!(c.live_sources(), 1);
+        assert_eq!(c.watermark(), T + 297_000 - 60_000);
+        // Back from idle, its first event starts it afresh instead of being late.
+        c.set_source(1);
+        assert_eq!(c.admit(T + 100_000), Admit::Accept);
+        assert_eq!(c.watermark(), T + 100_000 - 60_000);
+        assert_eq!(c.admit(T + 39_999), Admit::Late);
+    }
+
+    #[test]
+    fn a_partition_whose_first_event_comes_after_others_moved_on_is_not_late() {
+        let mut c = clock();
+        c.set_source(3);
+        for i in 0..10 {
+            c.admit(T + 3_600_000 + i);
+        }
+        for first in [0, 1] {
+            c.set_source(first);
+            assert_eq!(c.admit(T), Admit::Accept, "source {first}");
+            assert_eq!(c.admit(T + 1), Admit::Accept);
+        }
+        assert_eq!(c.watermark(), T - 60_000);
+    }
+
+    #[test]
+    fn with_every_source_idle_the_watermark_holds() {
+        let mut c = clock();
+        for i in 0..5 {
+            c.admit(T + i * 1_000);
+        }
+        let wm = c.watermark();
+        c.set_idle(0);
+        assert_eq!(c.live_sources(), 0);
+        assert_eq!(c.watermark(), wm);
     }
 
     #[test]

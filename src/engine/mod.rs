@@ -310,6 +310,25 @@ impl Engine {
         self.core.clock.max_ts().map(format_ts)
     }
 
+    /// The events that follow come from input source `id` (a Kafka partition's slot).
+    /// Each source keeps its own stream time and the watermark is the least of them, so
+    /// partitions running ahead of each other make nothing late (see `clock`).
+    #[inline]
+    pub fn set_source(&mut self, id: u32) {
+        self.core.clock.set_source(id as usize);
+    }
+
+    /// Source `id` has nothing to deliver, or is gone: it stops holding the watermark
+    /// back until its next event.
+    pub fn set_source_idle(&mut self, id: u32) {
+        self.core.clock.set_idle(id as usize);
+    }
+
+    /// Sources holding the watermark back.
+    pub fn live_sources(&self) -> usize {
+        self.core.clock.live_sources()
+    }
+
     pub fn max_event_ms(&self) -> Option<i64> {
         self.core.clock.max_ts()
     }
@@ -666,7 +685,7 @@ impl Core {
                 ip_hash,
                 acct_hash,
                 wm,
-                self.clock.max_ts().unwrap_or(t),
+                self.clock.source_max_ts().unwrap_or(t),
                 service,
                 p.samples,
             );
@@ -686,34 +705,51 @@ impl Core {
                 let w = rules.distributed_credential_stuffing.window.ms();
                 let cap = rules.campaign_participant.min_distinct_accounts as usize * 2;
                 let svc = &mut slot.state;
-                let mut candidates: Vec<(u64, Vec<u64>)> = Vec::new();
-                if obs.campaign_started {
-                    let mut tracker = campaign_participant::Tracker::default();
-                    for (ts, ip, acct) in svc.dcs.recent_failures(t, w) {
+                // (IP, its failing accounts, its newest failure): an IP's counts are
+                // judged as of its own failures, not of the event in hand, which may come
+                // from a partition read ahead of or behind the IP's.
+                let mut candidates: Vec<(u64, Vec<u64>, i64)> = Vec::new();
+                if obs.sweep {
+                    // Merged into what is tracked already: with partitions read apart,
+                    // one campaign is swept more than once.
+                    let mut tracker = svc.campaign.take().unwrap_or_default();
+                    for (ts, ip, acct) in svc.dcs.recent_failures(obs.end, w) {
                         tracker.observe(ip, acct, ts, w, cap);
                     }
-                    let mut seen = hashbrown::HashSet::new();
-                    for (_, ip, _) in svc.dcs.recent_failures(t, w) {
-                        if seen.insert(ip) {
-                            candidates.push((ip, tracker.accounts(ip)));
+                    let mut seen: hashbrown::HashMap<u64, usize> = hashbrown::HashMap::new();
+                    for (ts, ip, _) in svc.dcs.recent_failures(obs.end, w) {
+                        match seen.entry(ip) {
+                            hashbrown::hash_map::Entry::Occupied(e) => {
+                                let c = &mut candidates[*e.get()];
+                                c.2 = c.2.max(ts);
+                            }
+                            hashbrown::hash_map::Entry::Vacant(e) => {
+                                e.insert(candidates.len());
+                                candidates.push((ip, tracker.accounts(ip), ts));
+                            }
                         }
                     }
-                    svc.campaign = Some(Box::new(tracker));
+                    svc.campaign = Some(tracker);
                 } else if svc.dcs.campaign_active(t) {
                     if failure {
                         let tracker = svc.campaign.get_or_insert_with(Default::default);
                         if tracker.observe(ip_hash, acct_hash, t, w, cap)
                             >= rules.campaign_participant.min_distinct_accounts as usize
                         {
-                            candidates.push((ip_hash, tracker.accounts(ip_hash)));
+                            candidates.push((ip_hash, tracker.accounts(ip_hash), t));
                         }
                     }
-                } else {
+                } else if svc.dcs.campaign_over(wm) {
+                    // Only once the watermark is past it: a partition read behind the
+                    // others may still bring failures from within it.
                     svc.campaign = None;
                 }
-                for (ip, accounts) in candidates {
+                for (ip, accounts, at) in candidates {
                     if let Some(ip_slot) = self.ips.find_id_by_hash(ip) {
-                        self.check_participant(cfg, p, ip_slot, accounts, t, service);
+                        // In order `at <= t`; an IP read ahead of the event in hand is
+                        // flagged from its own time.
+                        let times = (t.max(at), at);
+                        self.check_participant(cfg, p, ip_slot, accounts, times, service);
                     }
                 }
             }
@@ -795,7 +831,7 @@ impl Core {
         plan: &Plan,
         ip_id: u32,
         accounts: Vec<u64>,
-        t: i64,
+        (t, counts_at): (i64, i64),
         service: &str,
     ) {
         let rules = &cfg.rules;
@@ -804,10 +840,10 @@ impl Core {
             return;
         };
         // The IP's own recent failure ratio, over the credential-stuffing window.
-        let failures = hot
-            .failures
-            .count_in(t, rules.credential_stuffing.window.ms()) as u64;
-        let attempts = failures + slot.state.login_successes.count(t, plan.cs_slice);
+        let failures =
+            hot.failures
+                .count_in(counts_at, rules.credential_stuffing.window.ms()) as u64;
+        let attempts = failures + slot.state.login_successes.count(counts_at, plan.cs_slice);
         let n = accounts.len();
         let mut sample = accounts;
         sample.truncate(plan.samples);

@@ -130,6 +130,10 @@ impl Tracker {
         s
     }
 
+    pub fn is_active(&self, slot: u32) -> bool {
+        self.parts.get(slot as usize).is_some_and(|p| p.active)
+    }
+
     /// The slot of an active partition. A linear scan: a consumer holds few partitions,
     /// and this runs per message without hashing the topic.
     pub fn slot(&self, topic: &str, partition: i32) -> Option<u32> {

@@ -9,9 +9,11 @@
 //!
 //! Messages are handled in the order librdkafka hands them over: partition by partition,
 //! one fetched chunk at a time. Live, partitions interleave finely; catching up on a
-//! backlog over many partitions they do not, and with one watermark per process most of
-//! such a backlog arrives late (README, Performance). Merging partitions by timestamp is
-//! the planned fix.
+//! backlog they do not, and one partition's chunk can be minutes of event time ahead of
+//! another's. So each partition is its own source of event time for the engine, and the
+//! watermark is the least of them (`engine::clock`): that skew makes nothing late. A
+//! partition that delivers nothing for `kafka.partition_idle_after` while fetching runs
+//! stops holding the watermark back.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -71,6 +73,8 @@ pub struct RunSummary {
     pub warmup_messages: u64,
     pub signals: u64,
     pub dead_letters: u64,
+    /// Events older than the watermark, dropped (live and warm-up).
+    pub late: u64,
     /// Outputs still unacknowledged at exit (their offsets were not committed).
     pub unacknowledged: usize,
     pub committed: Vec<(String, i32, i64)>,
@@ -659,6 +663,16 @@ struct Worker {
     /// Decisions of the event in hand, to publish (reused buffer).
     decisions: Vec<Decision>,
     summary: RunSummary,
+    /// By tracker slot: when each partition last delivered, for idleness.
+    sources: Vec<SourceSeen>,
+}
+
+#[derive(Clone, Copy)]
+struct SourceSeen {
+    /// Delivered since the last idleness check (set per message, so it is just a flag).
+    delivered: bool,
+    last: Instant,
+    idle: bool,
 }
 
 /// Runs `atowatch run` until `opts.stop` is set (or `stop_after` messages), then drains,
@@ -767,6 +781,7 @@ impl Pipeline {
                 webhook,
                 decisions: Vec::new(),
                 summary: RunSummary::default(),
+                sources: Vec::new(),
             },
             paused: false,
         })
@@ -832,6 +847,7 @@ impl Pipeline {
                     .brokers_up
                     .fetch_max(1, Ordering::Relaxed);
             }
+            self.idle_sources(now);
             if now >= next_commit {
                 self.commit_async();
                 next_commit = now + commit_every;
@@ -871,6 +887,37 @@ impl Pipeline {
             }
         }
         self.w.summary.elapsed = started.elapsed();
+    }
+
+    /// Partitions that delivered nothing for `kafka.partition_idle_after`, or were
+    /// revoked, stop holding the watermark back. While fetching is paused silence means
+    /// nothing, so the clock stops.
+    fn idle_sources(&mut self, now: Instant) {
+        let after = Duration::from_millis(self.w.shared.cfg.kafka.partition_idle_after.ms() as u64);
+        let tracker = self.w.shared.tracker();
+        for (slot, s) in self.w.sources.iter_mut().enumerate() {
+            if std::mem::take(&mut s.delivered) {
+                s.last = now;
+                s.idle = false;
+                continue;
+            }
+            if s.idle {
+                continue;
+            }
+            let gone = !tracker.is_active(slot as u32);
+            if self.paused && !gone {
+                s.last = now;
+            } else if gone || now.duration_since(s.last) >= after {
+                s.idle = true;
+                self.w.engine.set_source_idle(slot as u32);
+            }
+        }
+        drop(tracker);
+        self.w
+            .shared
+            .metrics
+            .watermark_partitions
+            .set(self.w.engine.live_sources() as i64);
     }
 
     /// Pauses fetching while too many outputs await acknowledgement (a slow or absent
@@ -957,6 +1004,7 @@ impl Pipeline {
         self.w.sync.stats(&sh.metrics, self.w.engine.stats());
         self.w.gauges(true);
         self.w.summary.unacknowledged = sh.tracker().outstanding();
+        self.w.summary.late = self.w.engine.stats().late;
         self.w.summary.committed = sh
             .tracker()
             .active()
@@ -971,11 +1019,12 @@ impl Pipeline {
         }
         crate::info!(
             LOG,
-            "stopped: {} events ({} more re-read for warm-up), {} signals, {} dead letters in {:.1}s; committed {}",
+            "stopped: {} events ({} more re-read for warm-up), {} signals, {} dead letters, {} late in {:.1}s; committed {}",
             self.w.summary.messages,
             self.w.summary.warmup_messages,
             self.w.summary.signals,
             self.w.summary.dead_letters,
+            self.w.summary.late,
             self.w.summary.elapsed.as_secs_f64(),
             if self.w.summary.committed.is_empty() {
                 "nothing (no partitions assigned)".to_string()
@@ -1018,6 +1067,18 @@ impl Worker {
         }
         tracker.fed(slot, offset);
         drop(tracker);
+        self.engine.set_source(slot);
+        match self.sources.get_mut(slot as usize) {
+            Some(s) => s.delivered = true,
+            None => self.sources.resize(
+                slot as usize + 1,
+                SourceSeen {
+                    delivered: true,
+                    last: Instant::now(),
+                    idle: false,
+                },
+            ),
+        }
         let payload = msg.payload().unwrap_or_default();
         if handling == Handling::Warmup {
             self.summary.warmup_messages += 1;
