@@ -185,7 +185,7 @@ impl Metrics {
             late: counter(
                 &r,
                 "atowatch_late_events_total",
-                "Events older than the watermark (max event time minus allowed lateness), dropped.",
+                "Events older than the watermark (the least partition stream time minus allowed lateness), dropped.",
             ),
             duplicates: counter(
                 &r,
