@@ -251,6 +251,99 @@ fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// A partition that goes quiet stops holding the watermark back (else state would never
+/// expire behind an idle partition), and when it speaks again its first event starts it
+/// afresh instead of being late; within a partition, order still counts.
+#[test]
+fn a_quiet_partition_stops_holding_the_watermark_back_and_comes_back_without_loss() {
+    let c = Cluster::new(2);
+    let mut cfg = config(&c.brokers);
+    cfg.kafka.partition_idle_after = atowatch::config::Dur::secs(1);
+    let metrics = Arc::new(Metrics::new());
+    let health = Arc::new(Health::default());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let state = atowatch::http::HttpState::new(metrics.clone(), health.clone());
+    let addr = rt
+        .block_on(atowatch::http::serve("127.0.0.1:0", state))
+        .expect("bind")
+        .to_string();
+    let opts = RunOptions::default();
+    let stop = opts.stop.clone();
+    let (m, h) = (metrics.clone(), health.clone());
+    let run = std::thread::spawn(move || kafka::run(cfg, m, h, opts));
+    wait_for("/readyz", Duration::from_secs(30), || {
+        http_get(&addr, "/readyz").0 == 200
+    });
+    let scrape = |name: &str| metric_sum(&parse_metrics(&http_get(&addr, "/metrics").1), name, &[]);
+    let events = |from: i64, n: i64| -> Vec<Vec<u8>> {
+        (0..n)
+            .map(|i| {
+                Ev::success(from + i * SEC, &common::nth_ip(i as u32), "member1")
+                    .json()
+                    .into_bytes()
+            })
+            .collect()
+    };
+    let send = |part: i32, evs: Vec<Vec<u8>>| {
+        produce(
+            &c.brokers,
+            EVENTS,
+            evs.iter().map(Vec::as_slice),
+            Some(part),
+        );
+    };
+    let secs = |ms: i64| ms.div_euclid(1000) as f64;
+
+    send(0, events(T0, 5));
+    send(1, events(T0, 5));
+    wait_for("10 messages", Duration::from_secs(30), || {
+        scrape("atowatch_messages_total") == 10.0
+    });
+    wait_for("both partitions idle", Duration::from_secs(30), || {
+        scrape("atowatch_watermark_partitions") == 0.0
+    });
+    // Idle partitions hold nothing back, and nothing moves the watermark either.
+    assert_eq!(
+        scrape("atowatch_watermark_timestamp_seconds"),
+        secs(T0 + 2 * SEC - MIN)
+    );
+
+    // Partition 0 moves ten minutes on; quiet partition 1 does not hold it back.
+    send(0, events(T0 + 10 * MIN, 5));
+    wait_for(
+        "the watermark ten minutes on",
+        Duration::from_secs(30),
+        || scrape("atowatch_watermark_timestamp_seconds") == secs(T0 + 10 * MIN + 2 * SEC - MIN),
+    );
+
+    // Partition 1 speaks again, minutes behind: it starts afresh, nothing is late.
+    send(1, events(T0 + 5 * SEC, 3));
+    wait_for("18 messages", Duration::from_secs(30), || {
+        scrape("atowatch_messages_total") == 18.0
+    });
+    assert_eq!(scrape("atowatch_late_events_total"), 0.0);
+
+    // Within a partition, an event minutes behind its own stream time is late.
+    wait_for(
+        "both partitions idle again",
+        Duration::from_secs(30),
+        || scrape("atowatch_watermark_partitions") == 0.0,
+    );
+    let mut evs = events(T0 + 20 * MIN, 5);
+    evs.extend(events(T0, 1));
+    send(0, evs);
+    wait_for("one late event", Duration::from_secs(30), || {
+        scrape("atowatch_late_events_total") == 1.0
+    });
+    stop.store(true, Ordering::Relaxed);
+    let summary = run.join().unwrap().expect("run");
+    assert_eq!((summary.messages, summary.late), (24, 1));
+}
+
 #[test]
 fn metrics_scraped_over_http_match_what_was_sent() {
     let c = Cluster::new(2);
