@@ -43,9 +43,12 @@ pub struct ServiceState {
     /// and its failures from before the campaign are no part of it.
     campaign_from: i64,
     campaign_until: i64,
-    last_eval_slice: i64,
+    /// The newest window end judged, and its failures: judging a window again without
+    /// growth is waste, and with partitions read apart, events alternate between
+    /// windows a slice or two apart (each judgement merges ~30 HLL slices).
+    last_eval_end: i64,
     last_eval_failures: u64,
-    /// (slice, baseline): the baseline only changes when the window moves a slice.
+    /// (window end, baseline): the baseline only changes when the window moves a slice.
     baseline_cache: Option<(i64, f64)>,
 }
 
@@ -178,12 +181,11 @@ impl ServiceState {
         if failures < cfg.min_failures as u64 {
             return NONE;
         }
-        let cur_slice = start / sm;
         let baseline = match self.baseline_cache {
-            Some((s, b)) if s == cur_slice => b,
+            Some((e, b)) if e == end => b,
             _ => {
                 let b = self.baseline(cfg, end);
-                self.baseline_cache = Some((cur_slice, b));
+                self.baseline_cache = Some((end, b));
                 b
             }
         };
@@ -202,12 +204,10 @@ impl ServiceState {
                 .max(cfg.min_failures as u64 / 20)
                 .max(1)
         };
-        if cur_slice == self.last_eval_slice
-            && failures < self.last_eval_failures.saturating_add(step)
-        {
+        if end <= self.last_eval_end && failures < self.last_eval_failures.saturating_add(step) {
             return NONE;
         }
-        self.last_eval_slice = cur_slice;
+        self.last_eval_end = self.last_eval_end.max(end);
         self.last_eval_failures = failures;
         let in_window = || {
             self.slices

@@ -168,35 +168,15 @@ impl Clock {
             return Admit::Accept;
         }
         // A source's first event sets its time and so is never late: only a source
-        // that has a time is behind the others.
+        // that has a time is behind the others. Accepting `ts` could only raise the
+        // watermark to at most `ts - lateness`, so comparing with the current one is
+        // exact.
         let src = &self.sources[self.current];
-        if established && src.live && ts < self.wm_with(ts) {
+        if established && src.live && ts < self.wm {
             return Admit::Late;
         }
         self.insert(ts);
         Admit::Accept
-    }
-
-    /// The watermark if `ts` were accepted into the current source: only its own stream
-    /// time can move, and only up.
-    fn wm_with(&self, ts: i64) -> i64 {
-        let times = &self.sources[self.current].times.top;
-        let k = self.k;
-        if times.len() < k || ts <= times[k - 1] {
-            return self.wm;
-        }
-        let own = if k == 1 { ts } else { ts.min(times[k - 2]) };
-        let own_wm = own.saturating_sub(self.lateness);
-        // The watermark is a min; raising one source's term raises it at most to that.
-        let others = self
-            .sources
-            .iter()
-            .enumerate()
-            .filter(|&(i, s)| i != self.current && s.live)
-            .filter_map(|(_, s)| s.times.kth())
-            .min()
-            .map_or(i64::MAX, |t| t.saturating_sub(self.lateness));
-        own_wm.min(others)
     }
 
     fn insert(&mut self, ts: i64) {
@@ -207,7 +187,11 @@ impl Clock {
         src.times.insert(ts, k);
         let became_live = !src.live;
         src.live = true;
-        if became_live || src.times.kth() != before {
+        let after = src.times.kth();
+        // A source's stream time only rises; while it is not the least, the watermark
+        // (a min) stays, and the scan over every partition is skipped.
+        let was_least = before.is_none_or(|b| b.saturating_sub(self.lateness) <= self.wm);
+        if became_live || (after != before && was_least) || self.all.top.len() <= self.k {
             self.recompute();
         }
         let now = self.now().unwrap_or(i64::MIN);
