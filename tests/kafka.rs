@@ -261,16 +261,7 @@ fn a_quiet_partition_stops_holding_the_watermark_back_and_comes_back_without_los
     cfg.kafka.partition_idle_after = atowatch::config::Dur::secs(1);
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::default());
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let state = atowatch::http::HttpState::new(metrics.clone(), health.clone());
-    let addr = rt
-        .block_on(atowatch::http::serve("127.0.0.1:0", state))
-        .expect("bind")
-        .to_string();
+    let (_rt, addr) = serve_http(&metrics, &health);
     let opts = RunOptions::default();
     let stop = opts.stop.clone();
     let (m, h) = (metrics.clone(), health.clone());
@@ -355,16 +346,7 @@ fn metrics_scraped_over_http_match_what_was_sent() {
 
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::default());
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let state = atowatch::http::HttpState::new(metrics.clone(), health.clone());
-    let addr = rt
-        .block_on(atowatch::http::serve("127.0.0.1:0", state))
-        .expect("bind")
-        .to_string();
+    let (_rt, addr) = serve_http(&metrics, &health);
     assert_eq!(http_get(&addr, "/healthz").0, 200);
     assert_eq!(
         http_get(&addr, "/readyz").0,

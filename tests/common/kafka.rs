@@ -267,6 +267,24 @@ pub fn replay(cfg: &Config, payloads: &[Vec<u8>]) -> Vec<String> {
 }
 
 /// A plain HTTP/1.1 GET: (status, body).
+/// Serves atowatch's HTTP endpoints on a loopback port; keep the runtime alive.
+pub fn serve_http(
+    metrics: &Arc<Metrics>,
+    health: &Arc<Health>,
+) -> (tokio::runtime::Runtime, String) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let state = atowatch::http::HttpState::new(metrics.clone(), health.clone());
+    let addr = rt
+        .block_on(atowatch::http::serve("127.0.0.1:0", state))
+        .expect("bind")
+        .to_string();
+    (rt, addr)
+}
+
 pub fn http_get(addr: &str, path: &str) -> (u16, String) {
     let mut s = TcpStream::connect(addr).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
