@@ -44,6 +44,7 @@ pub struct Metrics {
     pub producer_queue: IntGauge,
     pub pending_outputs: IntGauge,
     pub retry_queue: IntGauge,
+    pub webhook_queue: IntGauge,
     pub fetch_queue: IntGauge,
     pub delivery_errors: IntCounterVec,
     pub brokers_up: IntGauge,
@@ -316,6 +317,11 @@ impl Metrics {
                 "atowatch_service_logins_total",
                 "user.login events per service and outcome (success, failure), for failure ratios by service.",
                 &["service", "outcome"],
+            ),
+            webhook_queue: gauge(
+                &r,
+                "atowatch_webhook_queue_messages",
+                "Webhook messages waiting to be posted (at most webhook.queue; a full queue drops into the next digest).",
             ),
             webhook: counter_vec(
                 &r,

@@ -561,6 +561,11 @@ impl Webhook {
         self.shared.snapshot()
     }
 
+    /// Messages waiting for the sender thread (at most `webhook.queue`).
+    pub fn queued(&self) -> u64 {
+        self.shared.queued.load(Ordering::Relaxed)
+    }
+
     /// The host posted to (safe to log; the URL is not).
     pub fn host(&self) -> &str {
         &self.host

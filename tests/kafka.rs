@@ -140,6 +140,55 @@ fn a_backlog_over_four_partitions_loses_nothing_as_late_and_finds_what_replay_fi
     );
 }
 
+/// The pipeline hands signals to the webhook, and its counters are what /metrics serves.
+#[test]
+fn signals_reach_the_webhook_and_its_counters_are_exported() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let c = Cluster::new(1);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let posts = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen = posts.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut r = BufReader::new(stream.try_clone().unwrap());
+            let mut len = 0usize;
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; len];
+            let _ = r.read_exact(&mut body);
+            seen.lock()
+                .unwrap()
+                .push(String::from_utf8_lossy(&body).into_owned());
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
+        }
+    });
+    let events = bruteforce_events();
+    produce(&c.brokers, EVENTS, events.iter().map(Vec::as_slice), None);
+    let mut cfg = config(&c.brokers);
+    cfg.webhook.url = url;
+    let (summary, metrics) = run_until(cfg, events.len() as u64, Duration::from_secs(60));
+    assert!(summary.signals >= 2, "bruteforce and takeover");
+    let posts = posts.lock().unwrap().clone();
+    assert!(
+        posts.iter().any(|p| p.contains("account_takeover")),
+        "the critical takeover was posted: {posts:?}"
+    );
+    assert_eq!(
+        metrics.webhook.with_label_values(&["sent"]).get(),
+        posts.len() as u64
+    );
+}
+
 #[test]
 fn invalid_events_land_in_the_dead_letter_topic_with_reason_headers() {
     let c = Cluster::new(1);

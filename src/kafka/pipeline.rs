@@ -1310,6 +1310,9 @@ impl Worker {
         m.pending_outputs.set(sh.tracker().outstanding() as i64);
         m.retry_queue
             .set(sh.retries.lock().unwrap_or_else(|p| p.into_inner()).len() as i64);
+        if let Some(w) = &self.webhook {
+            m.webhook_queue.set(w.queued() as i64);
+        }
         sh.health
             .heartbeat_ms
             .store(chrono::Utc::now().timestamp_millis(), Ordering::Relaxed);
