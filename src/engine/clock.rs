@@ -180,6 +180,7 @@ impl Clock {
     }
 
     fn insert(&mut self, ts: i64) {
+        let was_established = self.all.top.len() >= self.k;
         self.all.insert(ts, self.k);
         let k = self.k;
         let src = &mut self.sources[self.current];
@@ -188,10 +189,12 @@ impl Clock {
         let became_live = !src.live;
         src.live = true;
         let after = src.times.kth();
-        // A source's stream time only rises; while it is not the least, the watermark
-        // (a min) stays, and the scan over every partition is skipped.
+        // Once a source holds K times its stream time only rises; while it is not the
+        // least, the watermark (a min) stays, and the scan over every partition is
+        // skipped. Before K, an older event lowers it.
         let was_least = before.is_none_or(|b| b.saturating_sub(self.lateness) <= self.wm);
-        if became_live || (after != before && was_least) || self.all.top.len() <= self.k {
+        let moved = after != before && (was_least || after < before);
+        if became_live || moved || !was_established {
             self.recompute();
         }
         let now = self.now().unwrap_or(i64::MIN);
@@ -342,6 +345,44 @@ mod tests {
             assert_eq!(c.admit(T + 1), Admit::Accept);
         }
         assert_eq!(c.watermark(), T - 60_000);
+    }
+
+    #[test]
+    fn the_watermark_is_always_the_least_live_stream_time_less_the_lateness() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        let mut c = clock();
+        let mut heads = [T; 4];
+        let mut held = i64::MIN;
+        for step in 0..20_000 {
+            let src = rng.random_range(0..4);
+            if rng.random_range(0..100) == 0 {
+                c.set_idle(src);
+            } else {
+                c.set_source(src);
+                // Each source runs forward at its own pace, now and then a little back.
+                heads[src] += rng.random_range(0..2_000);
+                let back = if rng.random_range(0..10) == 0 {
+                    90_000
+                } else {
+                    0
+                };
+                c.admit(heads[src] - rng.random_range(0..=back));
+            }
+            let live: Vec<i64> = c
+                .sources
+                .iter()
+                .filter(|s| s.live)
+                .filter_map(|s| s.times.kth())
+                .collect();
+            let want = if c.all.top.len() < 3 {
+                i64::MIN
+            } else {
+                live.iter().min().map_or(held, |m| m - 60_000)
+            };
+            assert_eq!(c.watermark(), want, "step {step}");
+            held = want;
+        }
     }
 
     #[test]
