@@ -103,6 +103,27 @@ pub fn decode_into<'a>(
     }
 }
 
+/// The `input.max_event_bytes` check and the decode of [`process`], without the engine,
+/// so they can run on another thread (the Kafka runtime decodes ahead that way).
+pub fn decode(
+    format: Format,
+    bytes: &[u8],
+    max_bytes: usize,
+) -> Result<AuthEvent<'_>, InvalidEvent> {
+    if bytes.len() > max_bytes {
+        return Err(InvalidEvent::new(
+            InvalidReason::Oversized,
+            format!(
+                "{} bytes exceeds input.max_event_bytes = {max_bytes}",
+                bytes.len()
+            ),
+        ));
+    }
+    let mut ev = AuthEvent::default();
+    decode_into(format, bytes, &mut ev)?;
+    Ok(ev)
+}
+
 /// [`Engine::process_json`] for any format: the same `input.max_event_bytes` check, then
 /// decode, then [`Engine::process_event`]. Signals are appended to `out`.
 pub fn process(
