@@ -3,7 +3,9 @@
 //! One thread owns the engine, the consumer and the producer, and runs every librdkafka
 //! callback (rebalance, delivery, commit, statistics) from its own `poll` calls, so the
 //! offset bookkeeping in [`offsets`] is touched by that thread alone; its mutex is never
-//! contended and exists only because callbacks get `&self`.
+//! contended and exists only because callbacks get `&self`. A helper thread only decodes
+//! batches of polled messages ahead (pure functions over their payloads); it touches no
+//! state.
 
 pub mod follow;
 pub mod offsets;
