@@ -103,6 +103,14 @@ pub fn decode_into<'a>(
     }
 }
 
+/// An event longer than `input.max_event_bytes`.
+pub fn oversized(len: usize, max_bytes: usize) -> InvalidEvent {
+    InvalidEvent::new(
+        InvalidReason::Oversized,
+        format!("{len} bytes exceeds input.max_event_bytes = {max_bytes}"),
+    )
+}
+
 /// The `input.max_event_bytes` check and the decode of [`process`], without the engine,
 /// so they can run on another thread (the Kafka runtime decodes ahead that way).
 pub fn decode(
@@ -111,13 +119,7 @@ pub fn decode(
     max_bytes: usize,
 ) -> Result<AuthEvent<'_>, InvalidEvent> {
     if bytes.len() > max_bytes {
-        return Err(InvalidEvent::new(
-            InvalidReason::Oversized,
-            format!(
-                "{} bytes exceeds input.max_event_bytes = {max_bytes}",
-                bytes.len()
-            ),
-        ));
+        return Err(oversized(bytes.len(), max_bytes));
     }
     let mut ev = AuthEvent::default();
     decode_into(format, bytes, &mut ev)?;
@@ -135,19 +137,8 @@ pub fn process(
     if format == Format::Native {
         return engine.process_json(bytes, out);
     }
-    let max = engine.config().input.max_event_bytes;
-    if bytes.len() > max {
-        return engine.reject(InvalidEvent::new(
-            InvalidReason::Oversized,
-            format!(
-                "{} bytes exceeds input.max_event_bytes = {max}",
-                bytes.len()
-            ),
-        ));
-    }
-    let mut ev = AuthEvent::default();
-    match decode_into(format, bytes, &mut ev) {
-        Ok(()) => engine.process_event(&ev, out),
+    match decode(format, bytes, engine.config().input.max_event_bytes) {
+        Ok(ev) => engine.process_event(&ev, out),
         Err(e) => engine.reject(e),
     }
 }

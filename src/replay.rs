@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::SignalFormat;
 use crate::engine::{Engine, Processed, StateSize, Stats};
-use crate::event::{InvalidEvent, InvalidReason, format_ts};
+use crate::event::{InvalidReason, format_ts};
 use crate::signal::{Rule, Signal};
 
 #[derive(Debug, thiserror::Error)]
@@ -255,12 +255,9 @@ pub fn run(
             summary.lines += 1;
             let processed = if oversized {
                 // Only the start of the line was kept (for the dead-letter file).
-                engine.reject(InvalidEvent::new(
-                    InvalidReason::Oversized,
-                    format!(
-                        "{n} bytes exceeds input.max_event_bytes = {}",
-                        engine.config().input.max_event_bytes
-                    ),
+                engine.reject(crate::formats::oversized(
+                    n,
+                    engine.config().input.max_event_bytes,
                 ))
             } else {
                 crate::formats::process(engine, format, line, &mut signals)

@@ -104,20 +104,18 @@ impl Clock {
     /// The newest event time accepted, leaving out a wild clock accepted before time was
     /// established.
     pub fn max_ts(&self) -> Option<i64> {
-        let ahead = self.horizon_ahead();
-        self.all.top.iter().copied().find(|&t| t <= ahead)
+        self.newest_sane(&self.all)
     }
 
     /// The newest event time of the current source, leaving out a wild clock: "now"
     /// for windows judged as of the event in hand.
     pub fn source_max_ts(&self) -> Option<i64> {
+        self.newest_sane(&self.sources[self.current].times)
+    }
+
+    fn newest_sane(&self, times: &TopK) -> Option<i64> {
         let ahead = self.horizon_ahead();
-        self.sources[self.current]
-            .times
-            .top
-            .iter()
-            .copied()
-            .find(|&t| t <= ahead)
+        times.top.iter().copied().find(|&t| t <= ahead)
     }
 
     /// Anything after this is a wild clock, not the stream running ahead.

@@ -346,14 +346,7 @@ impl Engine {
     /// Decodes one native JSON event and processes it. Signals are appended to `out`.
     pub fn process_json(&mut self, bytes: &[u8], out: &mut Vec<Signal>) -> Processed {
         if bytes.len() > self.plan.max_event_bytes {
-            let e = InvalidEvent::new(
-                InvalidReason::Oversized,
-                format!(
-                    "{} bytes exceeds input.max_event_bytes = {}",
-                    bytes.len(),
-                    self.plan.max_event_bytes
-                ),
-            );
+            let e = crate::formats::oversized(bytes.len(), self.plan.max_event_bytes);
             return self.core.invalid(e);
         }
         let mut ev = AuthEvent::default();
