@@ -309,11 +309,16 @@ impl ConsumerCtx {
                 if let Some(slot) = tracker.slot(&topic, p) {
                     tracker.set_committed(slot, o);
                 }
-                self.shared
+                // Only forward: an asynchronous commit's result can arrive after a later
+                // synchronous one (at shutdown or revoke) has already moved the gauge.
+                let g = self
+                    .shared
                     .metrics
                     .committed_offset
-                    .with_label_values(&[topic.as_str(), &p.to_string()])
-                    .set(o);
+                    .with_label_values(&[topic.as_str(), &p.to_string()]);
+                if o > g.get() {
+                    g.set(o);
+                }
             }
         }
     }
