@@ -262,7 +262,9 @@ pub fn decode_native_into<'a>(bytes: &'a [u8], ev: &mut AuthEvent<'a>) -> Result
     Ok(())
 }
 
-fn classify_json_error(bytes: &[u8], e: serde_json::Error) -> InvalidEvent {
+/// Syntax errors are `invalid_json`, a type error at the top is `not_an_object`, one
+/// inside is `wrong_field_type`. Shared by every input format.
+pub(crate) fn classify_json_error(bytes: &[u8], e: serde_json::Error) -> InvalidEvent {
     use serde_json::error::Category;
     let reason = match e.classify() {
         Category::Io | Category::Syntax | Category::Eof => InvalidReason::InvalidJson,

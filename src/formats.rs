@@ -45,7 +45,8 @@ use serde_json::{Map, Value, json};
 use crate::engine::{Engine, Processed};
 use crate::event::{
     AuthEvent, EventKind, Forwarded, Ident, InvalidEvent, InvalidReason, MAX_TS_MS, MIN_TS_MS,
-    Outcome, RawUser, TsValue, decode_native, decode_native_into, format_ts, parse_rfc3339_ms,
+    Outcome, RawUser, TsValue, classify_json_error, decode_native, decode_native_into, format_ts,
+    parse_rfc3339_ms,
 };
 use crate::signal::Signal;
 
@@ -745,24 +746,6 @@ fn parse<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, InvalidEvent> {
         Ok(v) => Ok(v),
         Err(e) => Err(classify_json_error(bytes, e)),
     }
-}
-
-/// The same classification as the native decoder: syntax errors are `invalid_json`, a
-/// type error at the top is `not_an_object`, one inside is `wrong_field_type`.
-fn classify_json_error(bytes: &[u8], e: serde_json::Error) -> InvalidEvent {
-    use serde_json::error::Category;
-    let reason = match e.classify() {
-        Category::Io | Category::Syntax | Category::Eof => InvalidReason::InvalidJson,
-        Category::Data => {
-            let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
-            if first != Some(&b'{') {
-                InvalidReason::NotAnObject
-            } else {
-                InvalidReason::WrongFieldType
-            }
-        }
-    };
-    InvalidEvent::new(reason, e.to_string())
 }
 
 fn missing(field: &str) -> InvalidEvent {
