@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use atowatch::kafka::{self, Health, RunOptions};
 use atowatch::metrics::Metrics;
-use atowatch::simulate::{SimOptions, generate};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
 use common::kafka::*;
@@ -32,25 +31,6 @@ fn bruteforce_events() -> Vec<Vec<u8>> {
             .into_bytes(),
     );
     v
-}
-
-/// Two hours of simulated traffic with every attack that fits, thinned to ~25k events so
-/// the whole input stays within the mock broker's per-partition retention (5 MiB).
-fn simulated(seed: u64, minutes: i64) -> Vec<Vec<u8>> {
-    let opts = SimOptions {
-        benign_events: Some(12_000),
-        accounts: 2_000,
-        ips: 1_500,
-        ..SimOptions::for_duration(seed, minutes * MIN)
-    };
-    let sim = generate(&opts).expect("simulate");
-    (0..sim.len())
-        .map(|i| {
-            let mut b = Vec::new();
-            sim.write_event_json(i, &mut b);
-            b
-        })
-        .collect()
 }
 
 fn signal_id(json: &str) -> String {
@@ -102,7 +82,7 @@ fn an_attack_produced_to_the_topic_comes_out_as_a_signal() {
 #[test]
 fn run_finds_the_same_signals_as_replay_on_the_same_events() {
     let c = Cluster::new(1);
-    let events = simulated(11, 120);
+    let events = simulated(11, 120, 12_000);
     produce(&c.brokers, EVENTS, events.iter().map(Vec::as_slice), None);
     let cfg = config(&c.brokers);
     let expected = replay(&cfg, &events);
@@ -120,7 +100,7 @@ fn run_finds_the_same_signals_as_replay_on_the_same_events() {
 #[test]
 fn a_backlog_over_four_partitions_loses_nothing_as_late_and_finds_what_replay_finds() {
     let c = Cluster::new(4);
-    let events = simulated(12, 120);
+    let events = simulated(12, 120, 12_000);
     produce(&c.brokers, EVENTS, events.iter().map(Vec::as_slice), None);
     let cfg = config(&c.brokers);
     let key = |json: &String| {
@@ -247,7 +227,7 @@ fn invalid_events_land_in_the_dead_letter_topic_with_reason_headers() {
 #[test]
 fn broker_down_then_up_loses_nothing() {
     let c = Cluster::new(1);
-    let events = simulated(5, 120);
+    let events = simulated(5, 120, 12_000);
     let half = events.len() / 2;
     produce(
         &c.brokers,
@@ -529,7 +509,7 @@ fn scrape(addr: &str, name: &str) -> f64 {
 #[test]
 fn sigterm_drains_commits_and_exits_zero() {
     let c = Cluster::new(2);
-    let events = simulated(3, 120);
+    let events = simulated(3, 120, 12_000);
     produce(&c.brokers, EVENTS, events.iter().map(Vec::as_slice), None);
     let group = "atowatch-sigterm";
     let mut p = start_run(&c.brokers, group);
@@ -561,7 +541,7 @@ fn sigterm_drains_commits_and_exits_zero() {
 #[test]
 fn a_killed_consumer_restarts_redelivers_and_misses_no_signal() {
     let c = Cluster::new(1);
-    let events = simulated(21, 120);
+    let events = simulated(21, 120, 12_000);
     let cfg = config(&c.brokers);
     let expected: BTreeSet<String> = replay(&cfg, &events).iter().map(|s| signal_id(s)).collect();
     assert!(expected.len() > 10);
@@ -712,7 +692,7 @@ fn the_demo_runs_the_real_pipeline_and_finds_every_labelled_attack() {
 /// to the end of every partition.
 fn rebalance_hands_over_partitions(strategy: &str) {
     let c = Cluster::new(4);
-    let events = simulated(9, 120);
+    let events = simulated(9, 120, 12_000);
     let half = events.len() / 2;
     let mut cfg = config(&c.brokers);
     let group = cfg.kafka.group_id.clone();
@@ -1067,7 +1047,7 @@ fn signals_can_be_published_as_ocsf_detection_findings() {
 
 #[test]
 fn a_topic_configured_as_ocsf_or_ecs_gives_the_signals_of_its_native_twin() {
-    let native = simulated(13, 120);
+    let native = simulated(13, 120, 12_000);
     for (format, convert) in [
         (
             atowatch::config::InputFormat::Ocsf,

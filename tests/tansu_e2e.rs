@@ -26,12 +26,10 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 use atowatch::config::Config;
 use atowatch::engine::{Engine, Processed};
-use atowatch::simulate::{SimOptions, generate};
 
-use common::MIN;
 use common::kafka::{
     DECISIONS, DLQ, EVENTS, Record, RunProc, SIGNALS, config, http_get, metric_sum, parse_metrics,
-    record_headers, run_until,
+    record_headers, run_until, send_waiting, simulated,
 };
 use common::tansu::{self, Tansu};
 
@@ -44,25 +42,6 @@ const INVALID: [(&[u8], &str); 3] = [
     (br#"{"type":"user.login"}"#, "missing_field"),
     (&[0xff, 0xfe, b'{'], "invalid_json"),
 ];
-
-/// Two hours of simulated traffic with every attack that fits, thinned to ~20k events
-/// (the same shape as tests/kafka.rs `simulated`).
-fn simulated(seed: u64, minutes: i64, benign_events: u64) -> Vec<Vec<u8>> {
-    let opts = SimOptions {
-        benign_events: Some(benign_events),
-        accounts: 2_000,
-        ips: 1_500,
-        ..SimOptions::for_duration(seed, minutes * MIN)
-    };
-    let sim = generate(&opts).expect("simulate");
-    (0..sim.len())
-        .map(|i| {
-            let mut b = Vec::new();
-            sim.write_event_json(i, &mut b);
-            b
-        })
-        .collect()
-}
 
 /// `events` with the [`INVALID`] payloads spliced in at the start, the middle and the end.
 fn with_invalid(mut events: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
@@ -125,15 +104,7 @@ fn produce(tansu: &Tansu, topic: &str, payloads: &[Vec<u8>]) -> u64 {
         if !key.is_empty() {
             rec = rec.key(key);
         }
-        loop {
-            match p.send(rec) {
-                Ok(()) => break,
-                Err((_, r)) => {
-                    rec = r;
-                    p.poll(Duration::from_millis(10));
-                }
-            }
-        }
+        send_waiting(&p, rec);
     }
     p.flush(TIMEOUT)
         .unwrap_or_else(|e| panic!("flush to {topic}: {e}\n{}", tansu.logs()));

@@ -81,6 +81,42 @@ impl ProducerContext for CountFailures {
     }
 }
 
+/// `minutes` of simulated traffic (every attack that fits) with about `benign_events`
+/// benign ones, as native JSON lines. 12,000 over two hours (~25k events in all) keeps a
+/// whole input within the mock broker's per-partition retention (5 MiB).
+pub fn simulated(seed: u64, minutes: i64, benign_events: u64) -> Vec<Vec<u8>> {
+    let opts = atowatch::simulate::SimOptions {
+        benign_events: Some(benign_events),
+        accounts: 2_000,
+        ips: 1_500,
+        ..atowatch::simulate::SimOptions::for_duration(seed, minutes * crate::common::MIN)
+    };
+    let sim = atowatch::simulate::generate(&opts).expect("simulate");
+    (0..sim.len())
+        .map(|i| {
+            let mut b = Vec::new();
+            sim.write_event_json(i, &mut b);
+            b
+        })
+        .collect()
+}
+
+/// Sends `rec`, serving delivery reports while the producer's queue is full.
+pub fn send_waiting<C: ProducerContext<DeliveryOpaque = ()>>(
+    p: &BaseProducer<C>,
+    mut rec: BaseRecord<'_, [u8], [u8]>,
+) {
+    loop {
+        match p.send(rec) {
+            Ok(()) => return,
+            Err((_, r)) => {
+                rec = r;
+                p.poll(Duration::from_millis(10));
+            }
+        }
+    }
+}
+
 /// Produces payloads in order, each keyed by `key_of` (None: no key), and waits until
 /// all are acknowledged.
 pub fn produce<'a>(
@@ -107,16 +143,7 @@ pub fn produce<'a>(
         if !key.is_empty() {
             rec = rec.key(key);
         }
-        let mut rec = rec;
-        loop {
-            match p.send(rec) {
-                Ok(()) => break,
-                Err((_, r)) => {
-                    rec = r;
-                    p.poll(Duration::from_millis(10));
-                }
-            }
-        }
+        send_waiting(&p, rec);
         n += 1;
     }
     p.flush(Duration::from_secs(30)).expect("flush");
