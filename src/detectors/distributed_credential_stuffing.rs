@@ -38,6 +38,9 @@ pub struct ServiceState {
     slices: VecDeque<Slice>,
     /// (ts, ip hash, account hash) of recent failures.
     recent_failures: VecDeque<(i64, u64, u64)>,
+    /// The newest failure time seen: past the campaign's end only when a partition read
+    /// ahead of the others delivered it.
+    newest_failure: i64,
     /// The campaign's span, `(from, until]`: a start as well as an end, because input
     /// from a partition read behind the others arrives after the campaign was declared,
     /// and its failures from before the campaign are no part of it.
@@ -55,17 +58,18 @@ pub struct ServiceState {
 /// What observing one login found.
 pub struct Observed {
     pub fire: Option<Fire>,
-    /// A campaign just became active, or now reaches back further (its start was seen
-    /// late, in a partition read behind the others): the engine sweeps the failing IPs
-    /// of the window ending at `end` for participants.
+    /// A campaign just became active, or now covers failures already seen that it did
+    /// not cover (they came from a partition read behind or ahead of the others): the
+    /// engine sweeps the failing IPs of the campaign's span for participants.
     pub sweep: bool,
-    pub end: i64,
+    /// The campaign's span, `(from, until]`.
+    pub span: (i64, i64),
 }
 
 const NONE: Observed = Observed {
     fire: None,
     sweep: false,
-    end: 0,
+    span: (0, 0),
 };
 
 pub fn slice_ms(cfg: &DistributedCredentialStuffingConfig) -> i64 {
@@ -82,12 +86,15 @@ impl ServiceState {
         watermark > self.campaign_until
     }
 
-    /// Failures on this service within `(end - w, end]`: (ts, ip hash, account hash).
-    pub fn recent_failures(&self, end: i64, w: i64) -> impl Iterator<Item = (i64, u64, u64)> + '_ {
+    /// Failures on this service within `(from, until]`: (ts, ip hash, account hash).
+    pub fn failures_within(
+        &self,
+        (from, until): (i64, i64),
+    ) -> impl Iterator<Item = (i64, u64, u64)> + '_ {
         self.recent_failures
             .iter()
             .copied()
-            .filter(move |f| f.0 > end - w && f.0 <= end)
+            .filter(move |f| f.0 > from && f.0 <= until)
     }
 
     pub fn heap_bytes(&self) -> usize {
@@ -159,6 +166,7 @@ impl ServiceState {
             self.recent_failures.pop_front();
         }
         self.recent_failures.push_back((t, ip, account));
+        self.newest_failure = self.newest_failure.max(t);
 
         // The window ends with the newest event's slice of this event's source (an
         // out-of-order event is counted where it belongs, in the window that is current;
@@ -223,8 +231,12 @@ impl ServiceState {
         }
         // A campaign spans `(end - w, end + w]` of each window that fired; overlapping
         // spans are one campaign, whichever order their windows were judged in.
+        // In order, only a new campaign is swept: nothing before its window or after its
+        // newest event has been seen yet.
         let overlaps = end - w < self.campaign_until && end + w > self.campaign_from;
-        let sweep = !overlaps || end - w < self.campaign_from;
+        let sweep = !overlaps
+            || end - w < self.campaign_from
+            || (end + w > self.campaign_until && self.newest_failure > self.campaign_until);
         if overlaps {
             self.campaign_from = self.campaign_from.min(end - w);
             self.campaign_until = self.campaign_until.max(end + w);
@@ -284,7 +296,7 @@ impl ServiceState {
         Observed {
             fire: Some(fire),
             sweep,
-            end,
+            span: (self.campaign_from, self.campaign_until),
         }
     }
 

@@ -706,11 +706,11 @@ impl Core {
                     // Merged into what is tracked already: with partitions read apart,
                     // one campaign is swept more than once.
                     let mut tracker = svc.campaign.take().unwrap_or_default();
-                    for (ts, ip, acct) in svc.dcs.recent_failures(obs.end, w) {
+                    for (ts, ip, acct) in svc.dcs.failures_within(obs.span) {
                         tracker.observe(ip, acct, ts, w, cap);
                     }
                     let mut seen: hashbrown::HashMap<u64, usize> = hashbrown::HashMap::new();
-                    for (ts, ip, _) in svc.dcs.recent_failures(obs.end, w) {
+                    for (ts, ip, _) in svc.dcs.failures_within(obs.span) {
                         match seen.entry(ip) {
                             hashbrown::hash_map::Entry::Occupied(e) => {
                                 let c = &mut candidates[*e.get()];
