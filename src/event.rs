@@ -5,6 +5,8 @@
 //! rejected has a stable reason name: it is a metric label, a dead-letter header and a
 //! line in the replay summary.
 
+mod fast;
+
 use std::borrow::Cow;
 use std::fmt;
 
@@ -248,12 +250,15 @@ pub fn decode_native_into<'a>(bytes: &'a [u8], ev: &mut AuthEvent<'a>) -> Result
     // its check of every string.
     let text = std::str::from_utf8(bytes)
         .map_err(|e| InvalidEvent::new(InvalidReason::InvalidJson, format!("not UTF-8: {e}")))?;
-    let mut de = serde_json::Deserializer::from_str(text);
-    if let Err(e) = FillRaw(&mut ev.raw)
-        .deserialize(&mut de)
-        .and_then(|_| de.end())
-    {
-        return Err(classify_json_error(bytes, e));
+    if !fast::fill(text, &mut ev.raw) {
+        ev.raw = RawEvent::default();
+        let mut de = serde_json::Deserializer::from_str(text);
+        if let Err(e) = FillRaw(&mut ev.raw)
+            .deserialize(&mut de)
+            .and_then(|_| de.end())
+        {
+            return Err(classify_json_error(bytes, e));
+        }
     }
     let (kind, outcome, ts_ms) = validate(&ev.raw)?;
     ev.kind = kind;

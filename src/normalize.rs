@@ -208,6 +208,12 @@ pub fn parse_ip(s: &str) -> Option<IpAddr> {
     if let Some(v4) = parse_v4_fast(s.as_bytes()) {
         return Some(IpAddr::V4(v4));
     }
+    // Straight to the IPv6 parser: `IpAddr`'s would try (and fail) IPv4 first.
+    if s.contains(':') {
+        if let Ok(a) = Ipv6Addr::from_str(s) {
+            return Some(IpAddr::V6(a));
+        }
+    }
     if let Ok(a) = IpAddr::from_str(s) {
         return Some(a);
     }
