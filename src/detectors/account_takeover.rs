@@ -35,6 +35,17 @@ pub struct Entry {
     name: CompactString,
 }
 
+impl Entry {
+    /// Overwrites the entry, reusing the name's heap buffer when it has one: freeing
+    /// and allocating a name per sign-in was a tenth of the look-back's cost.
+    fn set(&mut self, ts: u32, tag: u32, account: &str) {
+        self.ts = ts;
+        self.tag = tag;
+        self.name.clear();
+        self.name.push_str(account);
+    }
+}
+
 fn secs(ms: i64) -> u32 {
     ms.div_euclid(1000).clamp(0, u32::MAX as i64) as u32
 }
@@ -55,7 +66,7 @@ impl Lookback {
         match self {
             Lookback::Empty => *self = Lookback::One(entry()),
             Lookback::One(e) if e.tag == tag => e.ts = e.ts.max(t),
-            Lookback::One(e) if e.ts < horizon || cap == 1 => *e = entry(),
+            Lookback::One(e) if e.ts < horizon || cap == 1 => e.set(t, tag, account),
             Lookback::One(e) => {
                 let first = Entry {
                     ts: e.ts,
@@ -73,8 +84,12 @@ impl Lookback {
                     return;
                 }
                 if v.len() >= cap {
-                    v.remove(0);
-                } else if v.len() == v.capacity() {
+                    // The oldest entry becomes the newest, keeping its name's buffer.
+                    v.rotate_left(1);
+                    v.last_mut().expect("cap > 0").set(t, tag, account);
+                    return;
+                }
+                if v.len() == v.capacity() {
                     v.reserve_exact(1);
                 }
                 v.push(entry());

@@ -267,6 +267,10 @@ struct Core {
     /// Accounts under attack: hash -> (flagged until, rule). Small; read on every
     /// successful sign-in.
     flagged_accounts: hashbrown::HashMap<u64, (i64, Rule)>,
+    /// IPs an IP rule flagged: hash -> (flagged until, rule). Mirrors the flag in the
+    /// IP's `Fired` so that a successful sign-in, the most common event, need not load
+    /// the IP's boxed failure state (a cache miss) to learn it is not flagged.
+    flagged_ips: hashbrown::HashMap<u64, (i64, Rule)>,
 }
 
 /// Event time between sweeps of the expiry wheels.
@@ -289,6 +293,7 @@ impl Engine {
             next_expiry: i64::MIN,
             first_ts: None,
             flagged_accounts: hashbrown::HashMap::new(),
+            flagged_ips: hashbrown::HashMap::new(),
         };
         Engine { cfg, plan, core }
     }
@@ -479,6 +484,9 @@ impl Core {
         self.dedup.expire(wm, self.clock.horizon_ahead());
         if !self.flagged_accounts.is_empty() {
             self.flagged_accounts.retain(|_, f| f.0 >= wm);
+        }
+        if !self.flagged_ips.is_empty() {
+            self.flagged_ips.retain(|_, f| f.0 >= wm);
         }
     }
 
@@ -750,13 +758,10 @@ impl Core {
 
         // ---- account takeover: someone got in where an attack is under way
         if !failure && rules.account_takeover.enabled {
-            let ip_flag = ip_id.and_then(|id| {
-                self.ips
-                    .slot(id)
-                    .state
-                    .fired()
-                    .and_then(|f| f.flagged_at(t))
-            });
+            let ip_flag = ip_id
+                .and(self.flagged_ips.get(&ip_hash))
+                .filter(|f| t <= f.0)
+                .map(|f| f.1);
             let acct_flag = self
                 .flagged_accounts
                 .get(&acct_hash)
@@ -869,7 +874,15 @@ impl Core {
         }
         let newly_flagged = flags && fired.flagged_at(fire.ts).is_none();
         if flags {
-            fired.flag(fire.rule, fire.ts + ato_w);
+            let until = fire.ts + ato_w;
+            fired.flag(fire.rule, until);
+            let f = self
+                .flagged_ips
+                .entry(slot.hash)
+                .or_insert((i64::MIN, fire.rule));
+            if until > f.0 {
+                *f = (until, fire.rule);
+            }
         }
         if let Some(hot) = slot.state.hot.as_ref() {
             fire.trace_ids = hot.traces.recent().collect();
@@ -980,13 +993,19 @@ impl Core {
             .iter()
             .map(|s| s.state.successes.heap_bytes())
             .sum::<usize>();
-        let ip_heap = self.ips.iter().map(|s| s.state.heap_bytes()).sum::<usize>() - ip_lookback;
+        // The flag maps: one entry per flagged key, and a control byte.
+        let flags = |m: &hashbrown::HashMap<u64, (i64, Rule)>| {
+            m.capacity() * (std::mem::size_of::<(u64, (i64, Rule))>() + 1)
+        };
+        let ip_heap = self.ips.iter().map(|s| s.state.heap_bytes()).sum::<usize>() - ip_lookback
+            + flags(&self.flagged_ips);
         let account_tables = self.accounts.table_bytes();
         let account_heap = self
             .accounts
             .iter()
             .map(|s| s.state.heap_bytes() + key_heap(&s.key))
-            .sum::<usize>();
+            .sum::<usize>()
+            + flags(&self.flagged_accounts);
         let service_bytes = self.services.table_bytes()
             + self
                 .services

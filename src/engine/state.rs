@@ -170,9 +170,6 @@ pub struct ServiceState {
 }
 
 impl IpState {
-    pub fn fired(&self) -> Option<&Fired> {
-        self.hot.as_ref().and_then(|h| h.fired.as_deref())
-    }
     pub fn fired_mut(&mut self) -> &mut Fired {
         self.hot
             .get_or_insert_with(Default::default)
