@@ -97,6 +97,14 @@ impl Lookback {
         }
     }
 
+    /// Starts loading the entries kept on the heap, if any.
+    #[inline]
+    pub fn prefetch(&self) {
+        if let Lookback::Many(v) = self {
+            crate::engine::prefetch(v.as_ptr().cast());
+        }
+    }
+
     /// Accounts signed into within `[from, to]` (ms; times have second resolution).
     pub fn within(&self, from: i64, to: i64) -> Vec<(i64, CompactString)> {
         let (from, to) = (secs(from), secs(to));

@@ -170,6 +170,21 @@ pub struct ServiceState {
 }
 
 impl IpState {
+    /// Starts loading everything an event may read behind the slot's pointers. The
+    /// slot itself was just read, so these addresses are at hand, and the loads then
+    /// overlap instead of each waiting for the one before.
+    #[inline]
+    pub fn prefetch(&self, failure: bool) {
+        self.attempts.prefetch();
+        if failure {
+            if let Some(h) = &self.hot {
+                crate::engine::prefetch((&**h as *const IpHot).cast());
+            }
+        } else {
+            self.successes.prefetch();
+        }
+    }
+
     pub fn fired_mut(&mut self) -> &mut Fired {
         self.hot
             .get_or_insert_with(Default::default)

@@ -102,9 +102,13 @@ impl<K, S: Default> KeyTable<K, S> {
         let expires_s = to_secs(expires_at);
         let chunks = &self.chunks;
         let found = self.index.find(hash, |&i| {
-            let s = chunks[(i >> CHUNK_BITS) as usize][i as usize & (CHUNK - 1)]
-                .as_ref()
-                .expect("indexed slots are live");
+            let o = &chunks[(i >> CHUNK_BITS) as usize][i as usize & (CHUNK - 1)];
+            // A slot spans two or three cache lines and the rules read all of it: load
+            // the rest while its start is compared, not after.
+            let start = (o as *const Option<Slot<K, S>>).cast::<u8>();
+            let size = std::mem::size_of::<Option<Slot<K, S>>>();
+            crate::engine::prefetch(start.wrapping_add(size - 1));
+            let s = o.as_ref().expect("indexed slots are live");
             s.hash == hash && eq(&s.key)
         });
         if let Some(&id) = found {

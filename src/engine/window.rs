@@ -115,6 +115,14 @@ impl TsWindow {
         Some(idx)
     }
 
+    /// Starts loading the spilled timestamps, if any (see `IpState::prefetch`).
+    #[inline]
+    pub fn prefetch(&self) {
+        if let Repr::Heap(d) = &self.repr {
+            crate::engine::prefetch((&**d as *const VecDeque<i64>).cast());
+        }
+    }
+
     pub fn prune(&mut self, horizon: i64) {
         match &mut self.repr {
             Repr::Inline { len, ts } => {
