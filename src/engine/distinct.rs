@@ -38,8 +38,12 @@ pub fn new_dense_hll() -> DenseHll {
 
 #[derive(Clone, Debug, Default)]
 pub struct DistinctWindow {
-    /// (member hash, last seen), unordered.
-    members: Vec<(u64, i64)>,
+    /// (member hash, first seen, last seen), unordered. Both ends, not only the last:
+    /// when partitions are read far apart a member's later failures can arrive before
+    /// its earlier ones, and with the last time alone a window ending before that later
+    /// time would not count it, so what fired depended on the order partitions were
+    /// fetched in.
+    members: Vec<(u64, i64, i64)>,
     sketch: Option<Box<SketchRing>>,
 }
 
@@ -54,7 +58,8 @@ impl DistinctWindow {
     /// sizes sketch slices; `exact_cap` bounds the exact set.
     pub fn insert(&mut self, member: u64, t: i64, horizon: i64, window: i64, exact_cap: usize) {
         if let Some(m) = self.members.iter_mut().find(|m| m.0 == member) {
-            m.1 = m.1.max(t);
+            m.1 = m.1.min(t);
+            m.2 = m.2.max(t);
         } else {
             if self.members.len() >= exact_cap {
                 self.prune(horizon);
@@ -62,7 +67,7 @@ impl DistinctWindow {
             if self.members.len() >= exact_cap {
                 self.overflow(window);
                 let oldest = (0..self.members.len())
-                    .min_by_key(|&i| self.members[i].1)
+                    .min_by_key(|&i| self.members[i].2)
                     .expect("non-empty");
                 self.members.swap_remove(oldest);
             }
@@ -72,7 +77,7 @@ impl DistinctWindow {
                 self.members
                     .reserve_exact(self.members.capacity().clamp(1, 16));
             }
-            self.members.push((member, t));
+            self.members.push((member, t, t));
         }
         if let Some(s) = self.sketch.as_mut() {
             s.insert(member, t, horizon);
@@ -88,14 +93,14 @@ impl DistinctWindow {
             slice_ms,
             slices: VecDeque::new(),
         };
-        for &(m, t) in &self.members {
-            ring.insert(m, t, i64::MIN);
+        for &(m, _, last) in &self.members {
+            ring.insert(m, last, i64::MIN);
         }
         self.sketch = Some(Box::new(ring));
     }
 
     pub fn prune(&mut self, horizon: i64) {
-        self.members.retain(|m| m.1 >= horizon);
+        self.members.retain(|m| m.2 >= horizon);
         if self.members.is_empty() {
             self.members = Vec::new();
         }
@@ -119,9 +124,9 @@ impl DistinctWindow {
         let exact = self
             .members
             .iter()
-            .filter(|m| m.1 > end - w && m.1 <= end)
+            .filter(|m| seen_within(m, end, w))
             .count() as u64;
-        let complete = self.members.iter().any(|m| m.1 <= end - w);
+        let complete = self.members.iter().any(|m| m.2 <= end - w);
         match self.sketch.as_mut() {
             Some(s) if !complete => s.count(end, w).max(exact),
             _ => exact,
@@ -143,8 +148,8 @@ impl DistinctWindow {
         let mut v: Vec<(u64, i64)> = self
             .members
             .iter()
-            .copied()
-            .filter(|m| m.1 > end - w && m.1 <= end)
+            .filter(|m| seen_within(m, end, w))
+            .map(|m| (m.0, m.2.min(end)))
             .collect();
         v.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         v.into_iter().take(k).map(|m| m.0).collect()
@@ -155,12 +160,21 @@ impl DistinctWindow {
     }
 
     pub fn heap_bytes(&self) -> usize {
-        self.members.capacity() * 16
+        self.members.capacity() * std::mem::size_of::<(u64, i64, i64)>()
             + self
                 .sketch
                 .as_ref()
                 .map_or(0, |s| s.slices.len() * 4096 + 64)
     }
+}
+
+/// Whether a member was seen in `(end - w, end]`, judged from its first and last times:
+/// either is inside, or they straddle the window (an IP failing before and after it,
+/// and, with only its ends kept, taken to have failed within it too).
+#[inline]
+fn seen_within(m: &(u64, i64, i64), end: i64, w: i64) -> bool {
+    let inside = |t: i64| t > end - w && t <= end;
+    inside(m.1) || inside(m.2) || (m.1 <= end - w && m.2 > end)
 }
 
 impl SketchRing {
@@ -201,6 +215,18 @@ impl SketchRing {
 mod tests {
     use super::*;
     use crate::hash::mix64;
+
+    #[test]
+    fn a_member_whose_later_time_arrived_first_still_counts_in_the_earlier_window() {
+        let mut d = DistinctWindow::default();
+        // Read ahead: seen at 500 first, then its failure at 40 arrives.
+        d.insert(mix64(1), 500, i64::MIN, 100, 64);
+        d.insert(mix64(1), 40, i64::MIN, 100, 64);
+        d.insert(mix64(2), 60, i64::MIN, 100, 64);
+        assert_eq!(d.count(60, 100), 2, "both failed in (-40, 60]");
+        assert_eq!(d.recent(60, 100, 5).len(), 2);
+        assert_eq!(d.count(550, 100), 1, "only 1 failed in (450, 550]");
+    }
 
     #[test]
     fn small_sets_are_exact_and_slide() {
