@@ -4,7 +4,8 @@
 //!
 //! `cargo bench --bench engine` prints an interleaved same-run comparison first (median
 //! of several passes each, so machine noise hits all three alike), then criterion's
-//! statistics. ATOWATCH_BENCH_EVENTS overrides the event count, ATOWATCH_BENCH_CONFIG
+//! statistics. ATOWATCH_BENCH_EVENTS overrides the event count (ATOWATCH_BENCH_ACCOUNTS and
+//! ATOWATCH_BENCH_IPS the population), ATOWATCH_BENCH_CONFIG
 //! names a config file to bench instead of the defaults; with
 //! ATOWATCH_BENCH_REPORT_ONLY set, only the same-run comparison runs. For profilers,
 //! ATOWATCH_BENCH_PROFILE=parse|bytes|decoded runs one variant alone.
