@@ -91,7 +91,6 @@ impl Dedup {
         }
         // Whole seconds, as before: an id is kept until its second has left the window.
         let horizon = watermark.saturating_sub(self.window).saturating_sub(999);
-        let before = self.gens.len();
         let mut len = self.len;
         self.gens.retain(|g| {
             let keep = g.newest >= horizon && g.newest <= ahead;
@@ -101,9 +100,6 @@ impl Dedup {
             keep
         });
         self.len = len;
-        if self.gens.len() < before && self.gens.is_empty() {
-            return;
-        }
         let span = (self.window / 2).max(1);
         if self
             .gens

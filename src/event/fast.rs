@@ -6,7 +6,7 @@
 //! escape, a number where a string is expected, a syntax error, nesting beyond a bound)
 //! sends the line to the serde decoder, which decides and words every error. So errors
 //! and every unusual input behave exactly as before, and the differential tests in
-//! `event::tests` pin that whatever this accepts, serde accepts with the same result.
+//! `tests` below pin that whatever this accepts, serde accepts with the same result.
 //!
 //! Why: serde's per-field machinery and 8-byte string scanning were about 500 ns of a
 //! 480-byte event, as much as detection itself.
