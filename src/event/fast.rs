@@ -179,21 +179,30 @@ impl<'a> Scan<'a> {
             b'[' => self.i += 1,
             _ => return None,
         }
+        self.elements(|p| {
+            let v = p.text()?;
+            fw.push(v.unwrap_or(Cow::Borrowed("")));
+            Some(())
+        })?;
+        Some(fw)
+    }
+
+    /// The elements of an array whose `[` was read, through its `]`.
+    fn elements(&mut self, mut each: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
         self.ws();
         if self.peek()? == b']' {
             self.i += 1;
-            return Some(fw);
+            return Some(());
         }
         loop {
             self.ws();
-            let v = self.text()?;
-            fw.push(v.unwrap_or(Cow::Borrowed("")));
+            each(self)?;
             self.ws();
             match self.peek()? {
                 b',' => self.i += 1,
                 b']' => {
                     self.i += 1;
-                    return Some(fw);
+                    return Some(());
                 }
                 _ => return None,
             }
@@ -252,24 +261,7 @@ impl<'a> Scan<'a> {
             }
             b'[' => {
                 self.i += 1;
-                self.ws();
-                if self.peek()? == b']' {
-                    self.i += 1;
-                    return Some(());
-                }
-                loop {
-                    self.ws();
-                    self.skip(depth + 1)?;
-                    self.ws();
-                    match self.peek()? {
-                        b',' => self.i += 1,
-                        b']' => {
-                            self.i += 1;
-                            return Some(());
-                        }
-                        _ => return None,
-                    }
-                }
+                self.elements(|p| p.skip(depth + 1))
             }
             b't' => self.literal(b"true"),
             b'f' => self.literal(b"false"),
