@@ -86,27 +86,40 @@ impl<'a> Scan<'a> {
     /// The members of an object whose `{` was read, through its `}`.
     #[inline]
     fn members(&mut self, mut each: impl FnMut(&mut Self, &'a str) -> Option<()>) -> Option<()> {
+        self.sequence(b'}', |p| {
+            p.eat(b'"')?;
+            let key = p.string_body()?;
+            p.eat(b':')?;
+            p.ws();
+            each(p, key)
+        })
+    }
+
+    /// The elements of an array whose `[` was read, through its `]`.
+    fn elements(&mut self, each: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
+        self.sequence(b']', each)
+    }
+
+    /// Comma-separated items up to and including `close`, which may follow at once.
+    #[inline]
+    fn sequence(&mut self, close: u8, mut each: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
         self.ws();
-        if self.peek()? == b'}' {
+        if self.peek()? == close {
             self.i += 1;
             return Some(());
         }
         loop {
-            self.eat(b'"')?;
-            let key = self.string_body()?;
-            self.eat(b':')?;
             self.ws();
-            each(self, key)?;
+            each(self)?;
             self.ws();
             match self.peek()? {
                 b',' => self.i += 1,
-                b'}' => {
+                c if c == close => {
                     self.i += 1;
                     return Some(());
                 }
                 _ => return None,
             }
-            self.ws();
         }
     }
 
@@ -185,28 +198,6 @@ impl<'a> Scan<'a> {
             Some(())
         })?;
         Some(fw)
-    }
-
-    /// The elements of an array whose `[` was read, through its `]`.
-    fn elements(&mut self, mut each: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
-        self.ws();
-        if self.peek()? == b']' {
-            self.i += 1;
-            return Some(());
-        }
-        loop {
-            self.ws();
-            each(self)?;
-            self.ws();
-            match self.peek()? {
-                b',' => self.i += 1,
-                b']' => {
-                    self.i += 1;
-                    return Some(());
-                }
-                _ => return None,
-            }
-        }
     }
 
     fn user(&mut self) -> Option<Option<RawUser<'a>>> {
