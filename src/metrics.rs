@@ -253,7 +253,7 @@ impl Metrics {
             evictions: counter(
                 &r,
                 "atowatch_state_evictions_total",
-                "Keys evicted because a state.max_* cap was reached (oldest first).",
+                "Keys and dedup ids evicted because a state.max_* cap was reached (oldest first).",
             ),
             expirations: counter(
                 &r,

@@ -91,6 +91,7 @@ pub struct StateSize {
     pub accounts: usize,
     pub services: usize,
     pub dedup_ids: usize,
+    /// Keys and dedup ids forgotten early because a cap was reached.
     pub evicted: u64,
     pub expired: u64,
     /// Estimated bytes held by tables, keys and per-entity state.
@@ -409,8 +410,8 @@ impl Engine {
             accounts: c.accounts.len(),
             services: c.services.len(),
             dedup_ids: c.dedup.len(),
-            evicted: c.ips.evicted + c.accounts.evicted + c.services.evicted,
-            expired: c.ips.expired + c.accounts.expired + c.services.expired,
+            evicted: c.evicted(),
+            expired: c.expired(),
             bytes: 0,
             breakdown: Vec::new(),
         }
@@ -424,6 +425,15 @@ impl Engine {
 }
 
 impl Core {
+    /// Keys and dedup ids forgotten early because a `state.max_*` cap was reached.
+    fn evicted(&self) -> u64 {
+        self.ips.evicted + self.accounts.evicted + self.services.evicted + self.dedup.evicted
+    }
+
+    fn expired(&self) -> u64 {
+        self.ips.expired + self.accounts.expired + self.services.expired
+    }
+
     fn invalid(&mut self, e: InvalidEvent) -> Processed {
         self.stats.invalid[e.reason.index()] += 1;
         Processed::Invalid(e)
@@ -1045,8 +1055,8 @@ impl Core {
             accounts: self.accounts.len(),
             services: self.services.len(),
             dedup_ids: self.dedup.len(),
-            evicted: self.ips.evicted + self.accounts.evicted + self.services.evicted,
-            expired: self.ips.expired + self.accounts.expired + self.services.expired,
+            evicted: self.evicted(),
+            expired: self.expired(),
             bytes,
             breakdown,
         }
