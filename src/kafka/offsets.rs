@@ -62,6 +62,9 @@ pub struct PartitionState {
 pub struct Tracker {
     parts: Vec<PartitionState>,
     index: HashMap<(String, i32), u32>,
+    /// Slots by partition number, for the per-message lookup: scanning every slot cost
+    /// a stride through all of them on each message.
+    by_partition: Vec<Vec<u32>>,
     outstanding: usize,
 }
 
@@ -127,6 +130,12 @@ impl Tracker {
             seen_through: -1,
         });
         self.index.insert((topic.to_string(), partition), s);
+        if let Ok(p) = usize::try_from(partition) {
+            if self.by_partition.len() <= p {
+                self.by_partition.resize_with(p + 1, Vec::new);
+            }
+            self.by_partition[p].push(s);
+        }
         s
     }
 
@@ -134,13 +143,14 @@ impl Tracker {
         self.parts.get(slot as usize).is_some_and(|p| p.active)
     }
 
-    /// The slot of an active partition. A linear scan: a consumer holds few partitions,
-    /// and this runs per message without hashing the topic.
+    /// The slot of an active partition. Runs per message, so without hashing the
+    /// topic: partition numbers index the slots, and topics are few.
     pub fn slot(&self, topic: &str, partition: i32) -> Option<u32> {
-        self.parts
-            .iter()
-            .position(|p| p.active && p.partition == partition && p.topic == topic)
-            .map(|i| i as u32)
+        let slots = self.by_partition.get(usize::try_from(partition).ok()?)?;
+        slots.iter().copied().find(|&s| {
+            let p = &self.parts[s as usize];
+            p.active && p.topic == topic
+        })
     }
 
     pub fn handling(&self, slot: u32, offset: i64) -> Handling {
@@ -346,5 +356,25 @@ mod tests {
         assert_eq!(c, vec![(s, "events".to_string(), 0, 1)]);
         t.set_committed(s, 1);
         assert!(t.to_commit(None).is_empty());
+    }
+
+    #[test]
+    fn slots_are_found_by_topic_and_partition_and_only_while_assigned() {
+        let mut t = Tracker::new();
+        t.assign("a", 3, -1, -1);
+        t.assign("b", 3, -1, -1);
+        t.assign("a", 0, -1, -1);
+        let (a3, b3, a0) = (t.slot("a", 3), t.slot("b", 3), t.slot("a", 0));
+        assert!(a3.is_some() && b3.is_some() && a0.is_some());
+        assert_ne!(a3, b3);
+        assert_ne!(a3, a0);
+        assert_eq!(t.slot("a", 1), None);
+        assert_eq!(t.slot("a", -1), None);
+        assert_eq!(t.slot("c", 3), None);
+        t.revoke("a", 3);
+        assert_eq!(t.slot("a", 3), None);
+        assert_eq!(t.slot("b", 3), b3);
+        t.assign("a", 3, -1, -1);
+        assert_eq!(t.slot("a", 3), a3, "a re-assigned partition keeps its slot");
     }
 }
