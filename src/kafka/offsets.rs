@@ -174,8 +174,20 @@ impl Tracker {
 
     /// A live event was processed and caused `outputs` records; returns the origin its
     /// records carry.
+    ///
+    /// Polling runs on another thread, so the partition may have been revoked while the
+    /// event was in the engine. Its outputs then hold nothing: the revoke committed
+    /// what was done before it, the new owner re-reads this event, and their
+    /// acknowledgements, carrying an old generation, are ignored.
     pub fn processed(&mut self, slot: u32, offset: i64, outputs: u32) -> Origin {
         let p = &mut self.parts[slot as usize];
+        if !p.active {
+            return Origin {
+                slot,
+                generation: p.generation,
+                offset,
+            };
+        }
         p.next = p.next.max(offset + 1);
         if outputs > 0 {
             p.pending.push_back(Pending {

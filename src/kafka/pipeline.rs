@@ -687,6 +687,46 @@ struct SourceSeen {
     idle: bool,
 }
 
+/// Polls batches of up to `BATCH` messages and hands them over until `reading` is
+/// cleared or the receiver is gone. A batch is what arrived without waiting once the
+/// first message did, so a quiet stream is handed over message by message. A rebalance
+/// while polling leaves the messages polled before it to the tracker: those of revoked
+/// partitions are skipped (the new owner reads them from the commit), the others
+/// handled as usual.
+fn read_batches<'c>(
+    consumer: &'c BaseConsumer<ConsumerCtx>,
+    reading: &AtomicBool,
+    tx: &std::sync::mpsc::SyncSender<Vec<BorrowedMessage<'c>>>,
+) {
+    while reading.load(Ordering::Relaxed) {
+        let mut batch = Vec::with_capacity(BATCH);
+        while batch.len() < BATCH {
+            let wait = if batch.is_empty() {
+                IDLE_POLL
+            } else {
+                Duration::ZERO
+            };
+            match consumer.poll(wait) {
+                Some(Ok(msg)) => batch.push(msg),
+                Some(Err(e)) => {
+                    logging::log_limited(
+                        Level::Warn,
+                        LOG,
+                        "poll",
+                        Duration::from_secs(10),
+                        format_args!("consume error: {e}"),
+                    );
+                    break;
+                }
+                None => break,
+            }
+        }
+        if !batch.is_empty() && tx.send(batch).is_err() {
+            return;
+        }
+    }
+}
+
 /// Runs `atowatch run` until `opts.stop` is set (or `stop_after` messages), then drains,
 /// commits and returns. Broker trouble is retried, never returned.
 pub fn run(
@@ -809,183 +849,105 @@ impl Pipeline {
         let mut next_progress = Instant::now() + Duration::from_secs(10);
         let mut last_progress = (0u64, Instant::now());
         let mut was_warming = false;
-        loop {
-            if opts.stop.load(Ordering::Relaxed)
-                || opts
-                    .stop_after
-                    .is_some_and(|n| self.w.summary.messages >= n)
-            {
-                break;
+        let reading = AtomicBool::new(true);
+        std::thread::scope(|scope| {
+            // Polling runs on a thread of its own, a batch ahead of the engine: this
+            // thread is the one that limits throughput, and polling was about a seventh
+            // of its work. Rebalance callbacks run there too; they reach only `Shared`,
+            // and the tracker keeps a message whose partition is revoked mid-handling
+            // from holding or releasing offsets (see `Tracker::processed`).
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<BorrowedMessage<'_>>>(1);
+            let consumer = &self.consumer;
+            let reading = &reading;
+            let reader = std::thread::Builder::new()
+                .name("poll".into())
+                .spawn_scoped(scope, move || read_batches(consumer, reading, &tx));
+            if let Err(e) = reader {
+                crate::error!(LOG, "cannot start the polling thread: {e}");
+                return;
             }
-            self.w.serve_deliveries();
-            self.w.resend_due();
-            self.backpressure();
-            let t0 = Instant::now();
-            // Each polled message yields at most one live one, so a batch never runs
-            // past `stop_after`. A rebalance while polling leaves the messages polled
-            // before it to the tracker: those of revoked partitions are skipped (the new
-            // owner reads them from the commit), the others handled as usual.
-            let limit = opts.stop_after.map_or(BATCH, |s| {
-                (s.saturating_sub(self.w.summary.messages) as usize).clamp(1, BATCH)
-            });
-            let mut batch = Vec::with_capacity(limit);
-            while batch.len() < limit {
-                let wait = if batch.is_empty() {
-                    IDLE_POLL
-                } else {
-                    Duration::ZERO
+            loop {
+                if opts.stop.load(Ordering::Relaxed)
+                    || opts
+                        .stop_after
+                        .is_some_and(|n| self.w.summary.messages >= n)
+                {
+                    break;
+                }
+                self.w.serve_deliveries();
+                self.w.resend_due();
+                backpressure(&self.consumer, &self.w, &mut self.paused);
+                let batch = match rx.recv_timeout(IDLE_POLL) {
+                    Ok(b) => b,
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Vec::new(),
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
                 };
-                match self.consumer.poll(wait) {
-                    Some(Ok(msg)) => batch.push(msg),
-                    Some(Err(e)) => {
-                        logging::log_limited(
-                            Level::Warn,
-                            LOG,
-                            "poll",
-                            Duration::from_secs(10),
-                            format_args!("consume error: {e}"),
-                        );
-                        break;
+                let t0 = Instant::now();
+                // Each message yields at most one live one, so handling never runs past
+                // `stop_after`; the rest of the batch is not fed, so not committed, and
+                // the next consumer reads it.
+                let n = opts.stop_after.map_or(batch.len(), |s| {
+                    batch
+                        .len()
+                        .min(s.saturating_sub(self.w.summary.messages) as usize)
+                });
+                self.w.handle_batch(&batch[..n]);
+                drop(batch);
+                let now = Instant::now();
+                let m = &self.w.shared.metrics;
+                if n > 0 {
+                    m.batch_seconds.observe((now - t0).as_secs_f64());
+                    self.w.sync.stats(m, self.w.engine.stats());
+                    self.w
+                        .shared
+                        .health
+                        .brokers_up
+                        .fetch_max(1, Ordering::Relaxed);
+                }
+                idle_sources(&mut self.w, self.paused, now);
+                if now >= next_commit {
+                    commit_async(&self.consumer, &self.w);
+                    next_commit = now + commit_every;
+                }
+                if now >= next_gauges {
+                    self.w.gauges(now >= next_bytes);
+                    if now >= next_bytes {
+                        next_bytes = now + Duration::from_secs(15);
                     }
-                    None => break,
+                    next_gauges = now + Duration::from_secs(1);
+                    let warming = self.w.shared.tracker().warming();
+                    if was_warming && !warming {
+                        crate::info!(
+                            LOG,
+                            "warm-up done: {} events re-read, {} signals suppressed",
+                            self.w.summary.warmup_messages,
+                            self.w.engine.stats().suppressed
+                        );
+                    }
+                    was_warming = warming;
                 }
-            }
-            let n = batch.len();
-            self.w.handle_batch(&batch);
-            drop(batch);
-            let now = Instant::now();
-            let m = &self.w.shared.metrics;
-            if n > 0 {
-                m.batch_seconds.observe((now - t0).as_secs_f64());
-                self.w.sync.stats(m, self.w.engine.stats());
-                self.w
-                    .shared
-                    .health
-                    .brokers_up
-                    .fetch_max(1, Ordering::Relaxed);
-            }
-            self.idle_sources(now);
-            if now >= next_commit {
-                self.commit_async();
-                next_commit = now + commit_every;
-            }
-            if now >= next_gauges {
-                self.w.gauges(now >= next_bytes);
-                if now >= next_bytes {
-                    next_bytes = now + Duration::from_secs(15);
-                }
-                next_gauges = now + Duration::from_secs(1);
-                let warming = self.w.shared.tracker().warming();
-                if was_warming && !warming {
+                if now >= next_progress {
+                    let (before, at) = last_progress;
+                    let rate = (self.w.summary.messages - before) as f64
+                        / now.duration_since(at).as_secs_f64().max(1e-9);
                     crate::info!(
                         LOG,
-                        "warm-up done: {} events re-read, {} signals suppressed",
-                        self.w.summary.warmup_messages,
-                        self.w.engine.stats().suppressed
+                        "{} events ({:.0}/s), {} signals, {} dead letters, {} outputs awaiting ack",
+                        self.w.summary.messages,
+                        rate,
+                        self.w.summary.signals,
+                        self.w.summary.dead_letters,
+                        self.w.shared.tracker().outstanding()
                     );
+                    last_progress = (self.w.summary.messages, now);
+                    next_progress = now + Duration::from_secs(10);
                 }
-                was_warming = warming;
             }
-            if now >= next_progress {
-                let (before, at) = last_progress;
-                let rate = (self.w.summary.messages - before) as f64
-                    / now.duration_since(at).as_secs_f64().max(1e-9);
-                crate::info!(
-                    LOG,
-                    "{} events ({:.0}/s), {} signals, {} dead letters, {} outputs awaiting ack",
-                    self.w.summary.messages,
-                    rate,
-                    self.w.summary.signals,
-                    self.w.summary.dead_letters,
-                    self.w.shared.tracker().outstanding()
-                );
-                last_progress = (self.w.summary.messages, now);
-                next_progress = now + Duration::from_secs(10);
-            }
-        }
+            reading.store(false, Ordering::Relaxed);
+            // Dropping the receiver ends a reader blocked on a full channel.
+            drop(rx);
+        });
         self.w.summary.elapsed = started.elapsed();
-    }
-
-    /// Partitions that delivered nothing for `kafka.partition_idle_after`, or were
-    /// revoked, stop holding the watermark back. While fetching is paused silence means
-    /// nothing, so the clock stops.
-    fn idle_sources(&mut self, now: Instant) {
-        let after = Duration::from_millis(self.w.shared.cfg.kafka.partition_idle_after.ms() as u64);
-        let tracker = self.w.shared.tracker();
-        for (slot, s) in self.w.sources.iter_mut().enumerate() {
-            if std::mem::take(&mut s.delivered) {
-                s.last = now;
-                s.idle = false;
-                continue;
-            }
-            if s.idle {
-                continue;
-            }
-            let gone = !tracker.is_active(slot as u32);
-            if self.paused && !gone {
-                s.last = now;
-            } else if gone || now.duration_since(s.last) >= after {
-                s.idle = true;
-                self.w.engine.set_source_idle(slot as u32);
-            }
-        }
-        drop(tracker);
-        self.w
-            .shared
-            .metrics
-            .watermark_partitions
-            .set(self.w.engine.live_sources() as i64);
-    }
-
-    /// Pauses fetching while too many outputs await acknowledgement (a slow or absent
-    /// broker), so memory stays bounded; resumes at half the limit.
-    fn backpressure(&mut self) {
-        let limit = self.w.shared.cfg.kafka.max_pending_outputs;
-        let pending = self.w.shared.tracker().outstanding();
-        let pause = pending >= limit;
-        let resume = pending < limit / 2;
-        if (pause && !self.paused) || (resume && self.paused) {
-            let Ok(assignment) = self.consumer.assignment() else {
-                return;
-            };
-            let r = if pause {
-                self.consumer.pause(&assignment)
-            } else {
-                self.consumer.resume(&assignment)
-            };
-            if r.is_ok() {
-                self.paused = pause;
-                if pause {
-                    crate::warn!(
-                        LOG,
-                        "{pending} outputs await acknowledgement (kafka.max_pending_outputs = {limit}); fetching paused"
-                    );
-                } else {
-                    crate::info!(LOG, "outputs acknowledged; fetching resumed");
-                }
-            }
-        }
-    }
-
-    fn commit_async(&self) {
-        let list = self.w.shared.tracker().to_commit(None);
-        if list.is_empty() {
-            return;
-        }
-        let mut tpl = TopicPartitionList::new();
-        for (_, t, p, o) in &list {
-            let _ = tpl.add_partition_offset(t, *p, Offset::Offset(*o));
-        }
-        if let Err(e) = commit_async_with_callback(&self.consumer, &tpl) {
-            self.w.shared.metrics.commit_errors.inc();
-            logging::log_limited(
-                Level::Warn,
-                LOG,
-                "commit",
-                Duration::from_secs(10),
-                format_args!("offset commit failed: {e}"),
-            );
-        }
     }
 
     /// Stops fetching, gives in-flight outputs until `kafka.shutdown_timeout` (less a
@@ -1061,6 +1023,87 @@ impl Pipeline {
         self.consumer.unsubscribe();
         let _ = self.consumer.poll(Duration::from_millis(100));
         summary
+    }
+}
+
+/// Partitions that delivered nothing for `kafka.partition_idle_after`, or were
+/// revoked, stop holding the watermark back. While fetching is paused silence means
+/// nothing, so the clock stops.
+fn idle_sources(w: &mut Worker, paused: bool, now: Instant) {
+    let after = Duration::from_millis(w.shared.cfg.kafka.partition_idle_after.ms() as u64);
+    let tracker = w.shared.tracker();
+    for (slot, s) in w.sources.iter_mut().enumerate() {
+        if std::mem::take(&mut s.delivered) {
+            s.last = now;
+            s.idle = false;
+            continue;
+        }
+        if s.idle {
+            continue;
+        }
+        let gone = !tracker.is_active(slot as u32);
+        if paused && !gone {
+            s.last = now;
+        } else if gone || now.duration_since(s.last) >= after {
+            s.idle = true;
+            w.engine.set_source_idle(slot as u32);
+        }
+    }
+    drop(tracker);
+    w.shared
+        .metrics
+        .watermark_partitions
+        .set(w.engine.live_sources() as i64);
+}
+
+/// Pauses fetching while too many outputs await acknowledgement (a slow or absent
+/// broker), so memory stays bounded; resumes at half the limit.
+fn backpressure(consumer: &BaseConsumer<ConsumerCtx>, w: &Worker, paused: &mut bool) {
+    let limit = w.shared.cfg.kafka.max_pending_outputs;
+    let pending = w.shared.tracker().outstanding();
+    let pause = pending >= limit;
+    let resume = pending < limit / 2;
+    if (pause && !*paused) || (resume && *paused) {
+        let Ok(assignment) = consumer.assignment() else {
+            return;
+        };
+        let r = if pause {
+            consumer.pause(&assignment)
+        } else {
+            consumer.resume(&assignment)
+        };
+        if r.is_ok() {
+            *paused = pause;
+            if pause {
+                crate::warn!(
+                    LOG,
+                    "{pending} outputs await acknowledgement (kafka.max_pending_outputs = {limit}); fetching paused"
+                );
+            } else {
+                crate::info!(LOG, "outputs acknowledged; fetching resumed");
+            }
+        }
+    }
+}
+
+fn commit_async(consumer: &BaseConsumer<ConsumerCtx>, w: &Worker) {
+    let list = w.shared.tracker().to_commit(None);
+    if list.is_empty() {
+        return;
+    }
+    let mut tpl = TopicPartitionList::new();
+    for (_, t, p, o) in &list {
+        let _ = tpl.add_partition_offset(t, *p, Offset::Offset(*o));
+    }
+    if let Err(e) = commit_async_with_callback(consumer, &tpl) {
+        w.shared.metrics.commit_errors.inc();
+        logging::log_limited(
+            Level::Warn,
+            LOG,
+            "commit",
+            Duration::from_secs(10),
+            format_args!("offset commit failed: {e}"),
+        );
     }
 }
 
