@@ -7,6 +7,12 @@
 //! a rebalance or SIGTERM commits everything that was published; SIGKILL commits nothing
 //! new and the restart re-reads from the last commit, producing the same `signal_id`s.
 //!
+//! Three threads share the work: one polls (and so runs the rebalance callbacks), one
+//! runs the engine and publishes, and a helper decodes each batch a chunk ahead of the
+//! engine. A message whose partition is revoked while it is in the engine is published
+//! but holds no offset: the new owner re-reads it from the commit (a duplicate with the
+//! same `signal_id`, never a gap).
+//!
 //! Messages are handled in the order librdkafka hands them over: partition by partition,
 //! one fetched chunk at a time. Live, partitions interleave finely; catching up on a
 //! backlog they do not, and one partition's chunk can be minutes of event time ahead of
