@@ -287,12 +287,8 @@ impl ConsumerContext for ConsumerCtx {
         match result {
             Ok(()) => self.committed(offsets),
             Err(e) => {
-                self.shared.metrics.commit_errors.inc();
-                logging::log_limited(
-                    Level::Warn,
-                    LOG,
-                    "commit",
-                    Duration::from_secs(10),
+                commit_failed(
+                    &self.shared,
                     format_args!("offset commit failed (will retry next interval): {e}"),
                 );
             }
@@ -512,6 +508,12 @@ impl ConsumerCtx {
         sh.health.partitions.store(active, Ordering::Relaxed);
         crate::info!(LOG, "revoked {} partition(s)", parts.len());
     }
+}
+
+/// Counts a failed commit and warns, at most every 10 seconds.
+fn commit_failed(sh: &Shared, what: std::fmt::Arguments<'_>) {
+    sh.metrics.commit_errors.inc();
+    logging::log_limited(Level::Warn, LOG, "commit", Duration::from_secs(10), what);
 }
 
 /// An asynchronous commit whose result comes back through `commit_callback`.
@@ -1102,14 +1104,7 @@ fn commit_async(consumer: &BaseConsumer<ConsumerCtx>, w: &Worker) {
         let _ = tpl.add_partition_offset(t, *p, Offset::Offset(*o));
     }
     if let Err(e) = commit_async_with_callback(consumer, &tpl) {
-        w.shared.metrics.commit_errors.inc();
-        logging::log_limited(
-            Level::Warn,
-            LOG,
-            "commit",
-            Duration::from_secs(10),
-            format_args!("offset commit failed: {e}"),
-        );
+        commit_failed(&w.shared, format_args!("offset commit failed: {e}"));
     }
 }
 
