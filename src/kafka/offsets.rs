@@ -176,9 +176,10 @@ impl Tracker {
     /// records carry.
     ///
     /// Polling runs on another thread, so the partition may have been revoked while the
-    /// event was in the engine. Its outputs then hold nothing: the revoke committed
-    /// what was done before it, the new owner re-reads this event, and their
-    /// acknowledgements, carrying an old generation, are ignored.
+    /// event was in the engine. Its outputs are still published but hold nothing: the
+    /// revoke committed what was done before it, so the new owner re-reads this event
+    /// (or, when that is this process again, finds it already fed and skips it), and
+    /// their acknowledgements, carrying an old generation, are ignored.
     pub fn processed(&mut self, slot: u32, offset: i64, outputs: u32) -> Origin {
         let p = &mut self.parts[slot as usize];
         if !p.active {

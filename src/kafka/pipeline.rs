@@ -1111,13 +1111,12 @@ fn commit_async(consumer: &BaseConsumer<ConsumerCtx>, w: &Worker) {
 impl Worker {
     /// Handles polled messages in order. A long batch is decoded ahead on a second
     /// thread, chunk by chunk, while this thread runs the engine: decoding is about a
-    /// third of the per-event work, and the second core is otherwise mostly idle.
+    /// third of the per-event work, and this thread is the one that limits throughput.
     ///
     /// This thread decodes the first chunk itself while the helper starts and decodes
     /// the rest. Waiting for the helper's first chunk cost about a sixth of the
     /// throughput (benches/kafka.rs): on two busy cores a thread that blocks is
-    /// descheduled and may not run again for milliseconds, and this thread is the one
-    /// that limits throughput.
+    /// descheduled and may not run again for milliseconds.
     fn handle_batch(&mut self, batch: &[BorrowedMessage<'_>]) {
         if batch.len() < DECODE_AHEAD_MIN {
             for m in batch {
