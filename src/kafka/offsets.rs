@@ -10,7 +10,7 @@
 //! acknowledgement that arrives after its partition was revoked and re-assigned cannot
 //! release the wrong event.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
 /// Identifies the event an output belongs to. Travels with the record as its delivery
 /// opaque.
@@ -61,9 +61,8 @@ pub struct PartitionState {
 #[derive(Debug, Default)]
 pub struct Tracker {
     parts: Vec<PartitionState>,
-    index: HashMap<(String, i32), u32>,
-    /// Slots by partition number, for the per-message lookup: scanning every slot cost
-    /// a stride through all of them on each message.
+    /// Slots by partition number (Kafka's are never negative), then topic: looked up
+    /// per message, so neither a scan of every slot nor a hash of the topic.
     by_partition: Vec<Vec<u32>>,
     outstanding: usize,
 }
@@ -94,13 +93,12 @@ impl Tracker {
 
     /// The highest offset of the partition already fed to the engine, or -1.
     pub fn seen_through(&self, topic: &str, partition: i32) -> i64 {
-        self.index
-            .get(&(topic.to_string(), partition))
-            .map_or(-1, |&s| self.parts[s as usize].seen_through)
+        self.find(topic, partition)
+            .map_or(-1, |s| self.parts[s as usize].seen_through)
     }
 
     pub fn revoke(&mut self, topic: &str, partition: i32) {
-        if let Some(&slot) = self.index.get(&(topic.to_string(), partition)) {
+        if let Some(slot) = self.find(topic, partition) {
             let p = &mut self.parts[slot as usize];
             self.outstanding -= p
                 .pending
@@ -114,7 +112,7 @@ impl Tracker {
     }
 
     fn slot_or_insert(&mut self, topic: &str, partition: i32) -> u32 {
-        if let Some(&s) = self.index.get(&(topic.to_string(), partition)) {
+        if let Some(s) = self.find(topic, partition) {
             return s;
         }
         let s = self.parts.len() as u32;
@@ -129,7 +127,6 @@ impl Tracker {
             suppress_until: -1,
             seen_through: -1,
         });
-        self.index.insert((topic.to_string(), partition), s);
         if let Ok(p) = usize::try_from(partition) {
             if self.by_partition.len() <= p {
                 self.by_partition.resize_with(p + 1, Vec::new);
@@ -143,14 +140,19 @@ impl Tracker {
         self.parts.get(slot as usize).is_some_and(|p| p.active)
     }
 
-    /// The slot of an active partition. Runs per message, so without hashing the
-    /// topic: partition numbers index the slots, and topics are few.
-    pub fn slot(&self, topic: &str, partition: i32) -> Option<u32> {
+    /// The slot of a partition, assigned or not.
+    fn find(&self, topic: &str, partition: i32) -> Option<u32> {
         let slots = self.by_partition.get(usize::try_from(partition).ok()?)?;
-        slots.iter().copied().find(|&s| {
-            let p = &self.parts[s as usize];
-            p.active && p.topic == topic
-        })
+        slots
+            .iter()
+            .copied()
+            .find(|&s| self.parts[s as usize].topic == topic)
+    }
+
+    /// The slot of an active partition.
+    pub fn slot(&self, topic: &str, partition: i32) -> Option<u32> {
+        self.find(topic, partition)
+            .filter(|&s| self.parts[s as usize].active)
     }
 
     pub fn handling(&self, slot: u32, offset: i64) -> Handling {
