@@ -666,7 +666,6 @@ fn backoff(attempts: u32) -> Duration {
 pub struct Pipeline {
     consumer: BaseConsumer<ConsumerCtx>,
     w: Worker,
-    paused: bool,
 }
 
 /// Everything but the consumer, so a polled message (which borrows the consumer) can be
@@ -685,6 +684,8 @@ struct Worker {
     summary: RunSummary,
     /// By tracker slot: when each partition last delivered, for idleness.
     sources: Vec<SourceSeen>,
+    /// Fetching is paused by backpressure.
+    paused: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -842,8 +843,8 @@ impl Pipeline {
                 decisions: Vec::new(),
                 summary: RunSummary::default(),
                 sources: Vec::new(),
+                paused: false,
             },
-            paused: false,
         })
     }
 
@@ -884,7 +885,7 @@ impl Pipeline {
                 }
                 self.w.serve_deliveries();
                 self.w.resend_due();
-                backpressure(&self.consumer, &self.w, &mut self.paused);
+                self.w.backpressure(&self.consumer);
                 let batch = match rx.recv_timeout(IDLE_POLL) {
                     Ok(b) => b,
                     Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Vec::new(),
@@ -912,9 +913,9 @@ impl Pipeline {
                         .brokers_up
                         .fetch_max(1, Ordering::Relaxed);
                 }
-                idle_sources(&mut self.w, self.paused, now);
+                self.w.idle_sources(now);
                 if now >= next_commit {
-                    commit_async(&self.consumer, &self.w);
+                    self.w.commit_async(&self.consumer);
                     next_commit = now + commit_every;
                 }
                 if now >= next_gauges {
@@ -1034,81 +1035,81 @@ impl Pipeline {
     }
 }
 
-/// Partitions that delivered nothing for `kafka.partition_idle_after`, or were
-/// revoked, stop holding the watermark back. While fetching is paused silence means
-/// nothing, so the clock stops.
-fn idle_sources(w: &mut Worker, paused: bool, now: Instant) {
-    let after = Duration::from_millis(w.shared.cfg.kafka.partition_idle_after.ms() as u64);
-    let tracker = w.shared.tracker();
-    for (slot, s) in w.sources.iter_mut().enumerate() {
-        if std::mem::take(&mut s.delivered) {
-            s.last = now;
-            s.idle = false;
-            continue;
+impl Worker {
+    /// Partitions that delivered nothing for `kafka.partition_idle_after`, or were
+    /// revoked, stop holding the watermark back. While fetching is paused silence means
+    /// nothing, so the clock stops.
+    fn idle_sources(&mut self, now: Instant) {
+        let after = Duration::from_millis(self.shared.cfg.kafka.partition_idle_after.ms() as u64);
+        let tracker = self.shared.tracker();
+        for (slot, s) in self.sources.iter_mut().enumerate() {
+            if std::mem::take(&mut s.delivered) {
+                s.last = now;
+                s.idle = false;
+                continue;
+            }
+            if s.idle {
+                continue;
+            }
+            let gone = !tracker.is_active(slot as u32);
+            if self.paused && !gone {
+                s.last = now;
+            } else if gone || now.duration_since(s.last) >= after {
+                s.idle = true;
+                self.engine.set_source_idle(slot as u32);
+            }
         }
-        if s.idle {
-            continue;
-        }
-        let gone = !tracker.is_active(slot as u32);
-        if paused && !gone {
-            s.last = now;
-        } else if gone || now.duration_since(s.last) >= after {
-            s.idle = true;
-            w.engine.set_source_idle(slot as u32);
-        }
+        drop(tracker);
+        self.shared
+            .metrics
+            .watermark_partitions
+            .set(self.engine.live_sources() as i64);
     }
-    drop(tracker);
-    w.shared
-        .metrics
-        .watermark_partitions
-        .set(w.engine.live_sources() as i64);
-}
 
-/// Pauses fetching while too many outputs await acknowledgement (a slow or absent
-/// broker), so memory stays bounded; resumes at half the limit.
-fn backpressure(consumer: &BaseConsumer<ConsumerCtx>, w: &Worker, paused: &mut bool) {
-    let limit = w.shared.cfg.kafka.max_pending_outputs;
-    let pending = w.shared.tracker().outstanding();
-    let pause = pending >= limit;
-    let resume = pending < limit / 2;
-    if (pause && !*paused) || (resume && *paused) {
-        let Ok(assignment) = consumer.assignment() else {
-            return;
-        };
-        let r = if pause {
-            consumer.pause(&assignment)
-        } else {
-            consumer.resume(&assignment)
-        };
-        if r.is_ok() {
-            *paused = pause;
-            if pause {
-                crate::warn!(
-                    LOG,
-                    "{pending} outputs await acknowledgement (kafka.max_pending_outputs = {limit}); fetching paused"
-                );
+    /// Pauses fetching while too many outputs await acknowledgement (a slow or absent
+    /// broker), so memory stays bounded; resumes at half the limit.
+    fn backpressure(&mut self, consumer: &BaseConsumer<ConsumerCtx>) {
+        let limit = self.shared.cfg.kafka.max_pending_outputs;
+        let pending = self.shared.tracker().outstanding();
+        let pause = pending >= limit;
+        let resume = pending < limit / 2;
+        if (pause && !self.paused) || (resume && self.paused) {
+            let Ok(assignment) = consumer.assignment() else {
+                return;
+            };
+            let r = if pause {
+                consumer.pause(&assignment)
             } else {
-                crate::info!(LOG, "outputs acknowledged; fetching resumed");
+                consumer.resume(&assignment)
+            };
+            if r.is_ok() {
+                self.paused = pause;
+                if pause {
+                    crate::warn!(
+                        LOG,
+                        "{pending} outputs await acknowledgement (kafka.max_pending_outputs = {limit}); fetching paused"
+                    );
+                } else {
+                    crate::info!(LOG, "outputs acknowledged; fetching resumed");
+                }
             }
         }
     }
-}
 
-fn commit_async(consumer: &BaseConsumer<ConsumerCtx>, w: &Worker) {
-    let list = w.shared.tracker().to_commit(None);
-    if list.is_empty() {
-        return;
+    fn commit_async(&self, consumer: &BaseConsumer<ConsumerCtx>) {
+        let list = self.shared.tracker().to_commit(None);
+        if list.is_empty() {
+            return;
+        }
+        let mut tpl = TopicPartitionList::new();
+        for (_, t, p, o) in &list {
+            let _ = tpl.add_partition_offset(t, *p, Offset::Offset(*o));
+        }
+        if let Err(e) = commit_async_with_callback(consumer, &tpl) {
+            commit_failed(&self.shared, format_args!("offset commit failed: {e}"));
+        }
     }
-    let mut tpl = TopicPartitionList::new();
-    for (_, t, p, o) in &list {
-        let _ = tpl.add_partition_offset(t, *p, Offset::Offset(*o));
-    }
-    if let Err(e) = commit_async_with_callback(consumer, &tpl) {
-        commit_failed(&w.shared, format_args!("offset commit failed: {e}"));
-    }
-}
 
-impl Worker {
     /// Handles polled messages in order. A long batch is decoded ahead on a second
     /// thread, chunk by chunk, while this thread runs the engine: decoding is about a
     /// third of the per-event work, and this thread is the one that limits throughput.
