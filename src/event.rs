@@ -246,9 +246,8 @@ pub fn decode_native(bytes: &[u8]) -> Result<AuthEvent<'_>, InvalidEvent> {
 /// decodes into one it owns instead.
 pub fn decode_native_into<'a>(bytes: &'a [u8], ev: &mut AuthEvent<'a>) -> Result<(), InvalidEvent> {
     *ev = AuthEvent::default();
-    // One UTF-8 check over the whole line (word-at-a-time for ASCII) lets serde_json skip
-    // its check of every string.
-    let text = std::str::from_utf8(bytes)
+    // One UTF-8 check over the whole line lets serde_json skip its check of every string.
+    let text = fast::utf8(bytes)
         .map_err(|e| InvalidEvent::new(InvalidReason::InvalidJson, format!("not UTF-8: {e}")))?;
     if !fast::fill(text, &mut ev.raw) {
         ev.raw = RawEvent::default();
