@@ -301,9 +301,9 @@ impl<'a> Scan<'a> {
     }
 }
 
-/// `bytes` as text. Events are nearly always ASCII, which a 32-bytes-a-step check
-/// confirms in a third of the instructions of std's word-at-a-time one; anything else
-/// gets std's full check (and its error).
+/// `bytes` as text. Events are nearly always ASCII, which a check of 32 bytes a step
+/// confirms in fewer instructions than std's 8-bytes-a-step one; anything else gets
+/// std's full check (and its error).
 #[inline]
 pub(super) fn utf8(bytes: &[u8]) -> Result<&str, std::str::Utf8Error> {
     if is_ascii(bytes) {
