@@ -702,13 +702,23 @@ struct SourceSeen {
 /// while polling leaves the messages polled before it to the tracker: those of revoked
 /// partitions are skipped (the new owner reads them from the commit), the others
 /// handled as usual.
+///
+/// Handled batches come back on `done` to be freed here: releasing a message is
+/// librdkafka work (a reference count, a free per message) that cost the engine's
+/// thread, the one that limits throughput, a tenth of its time.
 fn read_batches<'c>(
     consumer: &'c BaseConsumer<ConsumerCtx>,
     reading: &AtomicBool,
     tx: &std::sync::mpsc::SyncSender<Vec<BorrowedMessage<'c>>>,
+    done: &std::sync::mpsc::Receiver<Vec<BorrowedMessage<'c>>>,
 ) {
+    let mut spare: Option<Vec<BorrowedMessage<'c>>> = None;
     while reading.load(Ordering::Relaxed) {
-        let mut batch = Vec::with_capacity(BATCH);
+        while let Ok(mut old) = done.try_recv() {
+            old.clear();
+            spare = Some(old);
+        }
+        let mut batch = spare.take().unwrap_or_else(|| Vec::with_capacity(BATCH));
         while batch.len() < BATCH {
             let wait = if batch.is_empty() {
                 IDLE_POLL
@@ -866,11 +876,14 @@ impl Pipeline {
             // and the tracker keeps a message whose partition is revoked mid-handling
             // from holding or releasing offsets (see `Tracker::processed`).
             let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<BorrowedMessage<'_>>>(1);
+            let (done_tx, done_rx) = std::sync::mpsc::channel::<Vec<BorrowedMessage<'_>>>();
             let consumer = &self.consumer;
             let reading = &reading;
             let reader = std::thread::Builder::new()
                 .name("poll".into())
-                .spawn_scoped(scope, move || read_batches(consumer, reading, &tx));
+                .spawn_scoped(scope, move || {
+                    read_batches(consumer, reading, &tx, &done_rx)
+                });
             if let Err(e) = reader {
                 crate::error!(LOG, "cannot start the polling thread: {e}");
                 return;
@@ -901,7 +914,8 @@ impl Pipeline {
                         .min(s.saturating_sub(self.w.summary.messages) as usize)
                 });
                 self.w.handle_batch(&batch[..n]);
-                drop(batch);
+                // The reader frees it; gone (stopping), it is freed here.
+                let _ = done_tx.send(batch);
                 let now = Instant::now();
                 let m = &self.w.shared.metrics;
                 if n > 0 {
