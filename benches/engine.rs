@@ -18,6 +18,7 @@ use criterion::{BatchSize, Criterion, Throughput};
 use atowatch::config::Config;
 use atowatch::engine::Engine;
 use atowatch::event::{AuthEvent, decode_native, decode_native_into};
+use atowatch::formats::{Format, process_many};
 use atowatch::signal::Signal;
 use atowatch::simulate::{SimOptions, generate};
 
@@ -85,10 +86,12 @@ fn detect_bytes(d: &Data) -> (usize, Engine) {
     let mut e = Engine::new(config());
     let mut out: Vec<Signal> = Vec::new();
     let mut n = 0;
-    for &(a, b) in &d.lines {
-        e.process_json(&d.bytes[a..b], &mut out);
-        n += out.len();
-        out.clear();
+    // As replay reads: chunks of lines, each line's state loaded a few lines ahead.
+    for chunk in d.lines.chunks(atowatch::replay::CHUNK_LINES) {
+        let lines = chunk.iter().map(|&(a, b)| Ok(&d.bytes[a..b]));
+        process_many(&mut e, Format::Native, lines, &mut out, |_, _, s| {
+            n += s.len()
+        });
     }
     (n, e)
 }
@@ -97,11 +100,7 @@ fn detect_decoded(events: &[AuthEvent<'_>]) -> usize {
     let mut e = Engine::new(config());
     let mut out: Vec<Signal> = Vec::new();
     let mut n = 0;
-    for ev in events {
-        e.process_event(ev, &mut out);
-        n += out.len();
-        out.clear();
-    }
+    e.process_all(events, &mut out, |_, _, s| n += s.len());
     n
 }
 

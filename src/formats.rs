@@ -144,6 +144,25 @@ pub fn process(
     }
 }
 
+/// [`process`] over a run of events (a chunk of lines), each with its state loaded a few
+/// events ahead ([`crate::engine::Ahead`]): the same results and signals, sooner. An
+/// `Err` item is an event its reader already rejected (a line cut for size). `each` gets
+/// each event's index, result and signals (cleared after).
+pub fn process_many<'a>(
+    engine: &mut Engine,
+    format: Format,
+    events: impl IntoIterator<Item = Result<&'a [u8], InvalidEvent>>,
+    out: &mut Vec<Signal>,
+    each: impl FnMut(usize, Processed, &mut Vec<Signal>),
+) {
+    let max = engine.config().input.max_event_bytes;
+    let decoded: Vec<Result<AuthEvent<'a>, InvalidEvent>> = events
+        .into_iter()
+        .map(|b| b.and_then(|b| decode(format, b, max)))
+        .collect();
+    engine.process_all(&decoded, out, each);
+}
+
 // ---- OCSF ----
 
 /// Decodes one OCSF Authentication event (class 3002) into `ev`.

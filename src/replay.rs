@@ -201,7 +201,7 @@ pub fn run(
             readers.push((name, Box::new(f)));
         }
     }
-    let mut dlq = match &opts.dead_letter {
+    let dlq = match &opts.dead_letter {
         None => None,
         Some(p) => {
             let path = p.display().to_string();
@@ -226,9 +226,16 @@ pub fn run(
     let pseudo = crate::privacy::Pseudonymizer::from_config(&engine.config().privacy, |k| {
         std::env::var(k).ok()
     })?;
-    let mut buf: Vec<u8> = Vec::with_capacity(4096);
-    let mut line_out: Vec<u8> = Vec::with_capacity(1024);
-    let mut first: Vec<Vec<String>> = vec![Vec::new(); InvalidReason::ALL.len()];
+    let mut sink = Sink {
+        out,
+        dlq,
+        pseudo,
+        output_format,
+        line_out: Vec::with_capacity(1024),
+        first: vec![Vec::new(); InvalidReason::ALL.len()],
+        closed: false,
+    };
+    let mut chunk = Chunk::default();
 
     // A line longer than this is oversized whatever it holds: read no more of it.
     let limit = engine.config().input.max_event_bytes + 2;
@@ -236,9 +243,10 @@ pub fn run(
         let mut reader = BufReader::with_capacity(1 << 20, r);
         let mut lineno: u64 = 0;
         loop {
-            buf.clear();
+            // Read straight into the chunk's buffer; a blank line is taken back out.
+            let at = chunk.bytes.len();
             let (n, oversized) =
-                read_line_bounded(&mut reader, &mut buf, limit).map_err(|source| {
+                read_line_bounded(&mut reader, &mut chunk.bytes, limit).map_err(|source| {
                     ReplayError::Read {
                         path: name.clone(),
                         source,
@@ -248,66 +256,24 @@ pub fn run(
                 break;
             }
             lineno += 1;
-            let line = trim_line(&buf);
-            if !oversized && line.iter().all(|b| b.is_ascii_whitespace()) {
+            let end = at + trim_line(&chunk.bytes[at..]).len();
+            if !oversized && chunk.bytes[at..end].iter().all(|b| b.is_ascii_whitespace()) {
+                chunk.bytes.truncate(at);
                 continue;
             }
             summary.lines += 1;
-            let processed = if oversized {
+            chunk.lines.push(Line {
+                start: at,
+                end,
+                lineno,
                 // Only the start of the line was kept (for the dead-letter file).
-                engine.reject(crate::formats::oversized(
-                    n,
-                    engine.config().input.max_event_bytes,
-                ))
-            } else {
-                crate::formats::process(engine, format, line, &mut signals)
-            };
-            match processed {
-                Processed::Invalid(e) => {
-                    let slot = &mut first[e.reason.index()];
-                    if slot.len() < FIRST_LINES {
-                        slot.push(format!("{name}:{lineno}"));
-                    }
-                    if let Some(d) = dlq.as_mut() {
-                        let rec = serde_json::json!({
-                            "reason": e.reason.as_str(),
-                            "detail": e.detail,
-                            "source": name,
-                            "line": lineno,
-                            "raw": String::from_utf8_lossy(line),
-                        });
-                        writeln!(d.out, "{rec}").map_err(|source| ReplayError::DeadLetter {
-                            path: d.path.clone(),
-                            source,
-                        })?;
-                    }
+                cut: oversized.then_some(n),
+            });
+            if chunk.lines.len() == CHUNK_LINES {
+                sink.flush(engine, format, &name, &mut chunk, &mut signals)?;
+                if sink.closed {
+                    break 'files;
                 }
-                Processed::Accepted | Processed::Late | Processed::Duplicate => {}
-            }
-            for mut s in signals.drain(..) {
-                if let Some(p) = &pseudo {
-                    p.signal(&mut s);
-                }
-                line_out.clear();
-                match output_format {
-                    SignalFormat::Native => {
-                        serde_json::to_writer(&mut line_out, &s).expect("signals serialize")
-                    }
-                    SignalFormat::Ocsf => {
-                        serde_json::to_writer(&mut line_out, &crate::finding::detection_finding(&s))
-                            .expect("findings serialize")
-                    }
-                }
-                line_out.push(b'\n');
-                if let Err(e) = out.write_all(&line_out) {
-                    if e.kind() == io::ErrorKind::BrokenPipe {
-                        summary.output_closed = true;
-                        break 'files;
-                    }
-                    return Err(ReplayError::Write(e));
-                }
-            }
-            if summary.lines & 0xffff == 0 {
                 if let Some(every) = opts.progress_every {
                     let now = Instant::now();
                     if now.duration_since(last_progress) >= every {
@@ -325,7 +291,14 @@ pub fn run(
                 }
             }
         }
+        // Dead letters name the file a line came from: a chunk never spans two.
+        sink.flush(engine, format, &name, &mut chunk, &mut signals)?;
+        if sink.closed {
+            break 'files;
+        }
     }
+    summary.output_closed = sink.closed;
+    let (out, dlq, first) = (sink.out, sink.dlq, sink.first);
     match out.flush() {
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => summary.output_closed = true,
         Err(e) => return Err(ReplayError::Write(e)),
@@ -351,7 +324,126 @@ pub fn run(
     Ok(summary)
 }
 
-/// Reads one line into `buf`, keeping at most `limit` bytes of it; the rest of a longer
+/// Lines read before the engine runs on them: enough for each line's state to be loaded
+/// a few lines ahead (`engine::Ahead`), few enough that signals still follow the input
+/// closely.
+pub const CHUNK_LINES: usize = 64;
+
+/// Lines read and not yet processed, in one buffer.
+#[derive(Default)]
+struct Chunk {
+    bytes: Vec<u8>,
+    lines: Vec<Line>,
+}
+
+struct Line {
+    start: usize,
+    /// Without the line end.
+    end: usize,
+    lineno: u64,
+    /// Set for a line cut for size: its full length.
+    cut: Option<usize>,
+}
+
+/// Where replay's results go: signals to the output, invalid lines to the dead-letter
+/// file and the summary's line list.
+struct Sink<'o> {
+    out: &'o mut dyn Write,
+    dlq: Option<DeadLetters>,
+    pseudo: Option<crate::privacy::Pseudonymizer>,
+    output_format: SignalFormat,
+    line_out: Vec<u8>,
+    first: Vec<Vec<String>>,
+    /// The signal reader went away (e.g. `| head`).
+    closed: bool,
+}
+
+impl Sink<'_> {
+    /// Runs the engine on the chunk's lines, writes what they yield, and empties it.
+    fn flush(
+        &mut self,
+        engine: &mut Engine,
+        format: crate::formats::Format,
+        name: &str,
+        chunk: &mut Chunk,
+        signals: &mut Vec<Signal>,
+    ) -> Result<(), ReplayError> {
+        let max = engine.config().input.max_event_bytes;
+        let lines = chunk.lines.iter().map(|l| match l.cut {
+            Some(n) => Err(crate::formats::oversized(n, max)),
+            None => Ok(&chunk.bytes[l.start..l.end]),
+        });
+        let mut failed = None;
+        crate::formats::process_many(engine, format, lines, signals, |i, processed, sigs| {
+            if failed.is_some() || self.closed {
+                return;
+            }
+            let l = &chunk.lines[i];
+            let line = &chunk.bytes[l.start..l.end];
+            if let Err(e) = self.accept(name, l.lineno, line, processed, sigs) {
+                failed = Some(e);
+            }
+        });
+        chunk.bytes.clear();
+        chunk.lines.clear();
+        failed.map_or(Ok(()), Err)
+    }
+
+    fn accept(
+        &mut self,
+        name: &str,
+        lineno: u64,
+        line: &[u8],
+        processed: Processed,
+        signals: &mut [Signal],
+    ) -> Result<(), ReplayError> {
+        if let Processed::Invalid(e) = processed {
+            let slot = &mut self.first[e.reason.index()];
+            if slot.len() < FIRST_LINES {
+                slot.push(format!("{name}:{lineno}"));
+            }
+            if let Some(d) = self.dlq.as_mut() {
+                let rec = serde_json::json!({
+                    "reason": e.reason.as_str(),
+                    "detail": e.detail,
+                    "source": name,
+                    "line": lineno,
+                    "raw": String::from_utf8_lossy(line),
+                });
+                writeln!(d.out, "{rec}").map_err(|source| ReplayError::DeadLetter {
+                    path: d.path.clone(),
+                    source,
+                })?;
+            }
+        }
+        for s in signals.iter_mut() {
+            if let Some(p) = &self.pseudo {
+                p.signal(s);
+            }
+            self.line_out.clear();
+            match self.output_format {
+                SignalFormat::Native => {
+                    serde_json::to_writer(&mut self.line_out, &*s).expect("signals serialize")
+                }
+                SignalFormat::Ocsf => {
+                    serde_json::to_writer(&mut self.line_out, &crate::finding::detection_finding(s))
+                        .expect("findings serialize")
+                }
+            }
+            self.line_out.push(b'\n');
+            if let Err(e) = self.out.write_all(&self.line_out) {
+                if e.kind() == io::ErrorKind::BrokenPipe {
+                    self.closed = true;
+                    return Ok(());
+                }
+                return Err(ReplayError::Write(e));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Appends one line to `buf`, keeping at most `limit` bytes of it; the rest of a longer
 /// line is read and dropped, so one huge line cannot exhaust memory. Returns the line's
 /// full length and whether it was cut.
 fn read_line_bounded<R: BufRead>(

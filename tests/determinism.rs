@@ -7,7 +7,8 @@ use std::collections::BTreeSet;
 use std::process::Command;
 
 use atowatch::config::Config;
-use atowatch::engine::Engine;
+use atowatch::engine::{Engine, Processed};
+use atowatch::formats::{Format, process_many};
 use atowatch::replay::replay_bytes;
 use atowatch::signal::{Rule, Signal};
 
@@ -227,6 +228,60 @@ fn line_by_line_processing_matches_whole_buffer_replay() {
         e.process_json(line, &mut signals);
     }
     assert_eq!(json_lines(&signals), whole);
+}
+
+/// What one event came to, and the signals it raised.
+fn outcome(p: &Processed, signals: &[Signal]) -> String {
+    let kind = match p {
+        Processed::Accepted => "accepted".to_string(),
+        Processed::Late => "late".to_string(),
+        Processed::Duplicate => "duplicate".to_string(),
+        Processed::Invalid(e) => format!("invalid {e}"),
+    };
+    format!("{kind} {}", json_lines(signals))
+}
+
+#[test]
+fn loading_state_ahead_changes_no_result_at_any_chunk_size() {
+    let input = generate(7);
+    let lines: Vec<&[u8]> = input
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
+    let mut one = Engine::new(Config::default());
+    let mut signals = Vec::new();
+    let expected: Vec<String> = lines
+        .iter()
+        .map(|l| {
+            signals.clear();
+            let p = one.process_json(l, &mut signals);
+            outcome(&p, &signals)
+        })
+        .collect();
+    assert!(expected.iter().any(|o| o.starts_with("invalid")));
+    assert!(expected.iter().any(|o| o.starts_with("duplicate")));
+    assert!(expected.iter().any(|o| o.starts_with("late")));
+    // Sizes around the four events kept in flight, and replay's own.
+    for chunk in [1, 2, 3, 4, 5, 7, atowatch::replay::CHUNK_LINES, lines.len()] {
+        let mut e = Engine::new(Config::default());
+        let mut out = Vec::new();
+        let mut got = Vec::new();
+        for c in lines.chunks(chunk) {
+            let items = c.iter().map(|l| Ok(*l));
+            process_many(&mut e, Format::Native, items, &mut out, |_, p, s| {
+                got.push(outcome(&p, s))
+            });
+        }
+        assert_eq!(got.len(), expected.len(), "chunks of {chunk}");
+        for (i, (g, x)) in got.iter().zip(&expected).enumerate() {
+            assert_eq!(g, x, "line {} in chunks of {chunk}", i + 1);
+        }
+        assert_eq!(
+            format!("{:?}", e.stats()),
+            format!("{:?}", one.stats()),
+            "chunks of {chunk}"
+        );
+    }
 }
 
 #[test]

@@ -12,10 +12,10 @@
 
 use std::collections::VecDeque;
 
-use hashbrown::HashTable;
+use super::index::HashIndex;
 
 struct Generation {
-    ids: HashTable<u64>,
+    ids: HashIndex,
     /// Watermark when it began recording.
     opened: i64,
     /// Newest event time recorded (ms).
@@ -32,6 +32,13 @@ pub struct Dedup {
     pub evicted: u64,
 }
 
+/// The index keeps 0 for an empty place, so an id hashing to 0 is filed under an
+/// arbitrary other value (one chance in 2^64 of taking one id for another).
+#[inline]
+fn nonzero(h: u64) -> u64 {
+    if h == 0 { 0x9e37_79b9_7f4a_7c15 } else { h }
+}
+
 impl Dedup {
     pub fn new(window_ms: i64, cap: usize) -> Dedup {
         Dedup {
@@ -43,17 +50,27 @@ impl Dedup {
         }
     }
 
+    /// Starts loading the lines `seen(id_hash, ..)` will read, one per generation.
+    #[inline]
+    pub fn prefetch(&self, id_hash: u64) {
+        let h = nonzero(id_hash);
+        for g in &self.gens {
+            g.ids.prefetch(h);
+        }
+    }
+
     /// True when `id_hash` was already seen; records it otherwise.
     pub fn seen(&mut self, id_hash: u64, ts: i64) -> bool {
         if self.window == 0 {
             return false;
         }
+        let id_hash = nonzero(id_hash);
         // Newest first: a redelivery usually follows soon after.
         if self
             .gens
             .iter()
             .rev()
-            .any(|g| g.ids.find(id_hash, |&h| h == id_hash).is_some())
+            .any(|g| g.ids.find(id_hash, |h| h == id_hash).is_some())
         {
             return true;
         }
@@ -62,13 +79,13 @@ impl Dedup {
         }
         if self.gens.is_empty() {
             self.gens.push_back(Generation {
-                ids: HashTable::new(),
+                ids: HashIndex::new(),
                 opened: ts,
                 newest: ts,
             });
         }
         let g = self.gens.back_mut().expect("one generation at least");
-        g.ids.insert_unique(id_hash, id_hash, |&h| h);
+        g.ids.insert(id_hash);
         g.newest = g.newest.max(ts);
         self.len += 1;
         false
@@ -107,7 +124,7 @@ impl Dedup {
             .is_some_and(|g| watermark.saturating_sub(g.opened) >= span)
         {
             self.gens.push_back(Generation {
-                ids: HashTable::new(),
+                ids: HashIndex::new(),
                 opened: watermark,
                 newest: i64::MIN,
             });
@@ -125,7 +142,7 @@ impl Dedup {
     pub fn heap_bytes(&self) -> usize {
         self.gens
             .iter()
-            .map(|g| g.ids.capacity() * (std::mem::size_of::<u64>() + 1))
+            .map(|g| g.ids.capacity() * std::mem::size_of::<u64>())
             .sum()
     }
 }

@@ -1,7 +1,8 @@
 //! Keyed state with expiry and a cap: one table per entity kind (IP, account, service).
 //!
 //! Slots live in a slab of fixed-size chunks (growing never copies a million slots);
-//! a SwissTable maps the key's stable hash to a slot index. Expiry is by a time-ordered
+//! a `HashIndex` maps the key's stable hash to a slot index, and can be asked to load
+//! an event's entry and slot ahead of time (`prefetch_index`, `prefetch_slot`). Expiry is by a time-ordered
 //! wheel (`BTreeMap` from expiry bucket to slot ids), never by scanning every key:
 //! touching a key only moves its `expires_at`; when its bucket comes due the key is
 //! either dropped or rescheduled to where it now belongs. The cap evicts from the
@@ -12,7 +13,7 @@
 
 use std::collections::BTreeMap;
 
-use hashbrown::HashTable;
+use super::index::HashIndex;
 
 const CHUNK_BITS: u32 = 10;
 const CHUNK: usize = 1 << CHUNK_BITS;
@@ -35,7 +36,7 @@ impl<K, S> Slot<K, S> {
 }
 
 pub struct KeyTable<K, S> {
-    index: HashTable<u32>,
+    index: HashIndex,
     chunks: Vec<Vec<Option<Slot<K, S>>>>,
     free: Vec<u32>,
     wheel: BTreeMap<u32, Vec<u32>>,
@@ -52,6 +53,17 @@ pub struct Touched {
     pub is_new: bool,
 }
 
+/// An index entry: the slot id (plus one, so it is never 0) over the hash's low bits.
+#[inline]
+fn entry(id: u32, hash: u64) -> u64 {
+    ((id as u64 + 1) << 32) | (hash & 0xffff_ffff)
+}
+
+#[inline]
+fn entry_id(e: u64) -> u32 {
+    ((e >> 32) - 1) as u32
+}
+
 fn to_secs(ms: i64) -> u32 {
     (ms.div_euclid(1000) + (ms.rem_euclid(1000) > 0) as i64).clamp(0, u32::MAX as i64) as u32
 }
@@ -60,7 +72,7 @@ impl<K, S: Default> KeyTable<K, S> {
     /// `bucket_ms` is the expiry resolution (at least a second); `cap` the most keys held.
     pub fn new(bucket_ms: i64, cap: usize) -> Self {
         KeyTable {
-            index: HashTable::new(),
+            index: HashIndex::new(),
             chunks: Vec::new(),
             free: Vec::new(),
             wheel: BTreeMap::new(),
@@ -90,6 +102,31 @@ impl<K, S: Default> KeyTable<K, S> {
         self.chunks[(id >> CHUNK_BITS) as usize][id as usize & (CHUNK - 1)].as_mut()
     }
 
+    /// Starts loading the index line a lookup of `hash` reads first.
+    #[inline]
+    pub fn prefetch_index(&self, hash: u64) {
+        self.index.prefetch(hash);
+    }
+
+    /// Starts loading the slot `hash` most likely names (both ends: a slot spans two or
+    /// three cache lines). Best after `prefetch_index` had time to bring the index line.
+    #[inline]
+    pub fn prefetch_slot(&self, hash: u64) {
+        if let Some(e) = self.index.find(hash, |_| true) {
+            let id = entry_id(e);
+            if let Some(o) = self
+                .chunks
+                .get((id >> CHUNK_BITS) as usize)
+                .and_then(|c| c.get(id as usize & (CHUNK - 1)))
+            {
+                let start = (o as *const Option<Slot<K, S>>).cast::<u8>();
+                crate::engine::prefetch(start);
+                let size = std::mem::size_of::<Option<Slot<K, S>>>();
+                crate::engine::prefetch(start.wrapping_add(size - 1));
+            }
+        }
+    }
+
     /// Finds or creates the slot for a key, keeping it alive until at least `expires_at`
     /// (ms). Creating may evict the least recently active key when the table is full.
     pub fn touch(
@@ -101,7 +138,8 @@ impl<K, S: Default> KeyTable<K, S> {
     ) -> Touched {
         let expires_s = to_secs(expires_at);
         let chunks = &self.chunks;
-        let found = self.index.find(hash, |&i| {
+        let found = self.index.find(hash, |e| {
+            let i = entry_id(e);
             let o = &chunks[(i >> CHUNK_BITS) as usize][i as usize & (CHUNK - 1)];
             // A slot spans two or three cache lines and the rules read all of it: load
             // the rest while its start is compared, not after.
@@ -111,7 +149,8 @@ impl<K, S: Default> KeyTable<K, S> {
             let s = o.as_ref().expect("indexed slots are live");
             s.hash == hash && eq(&s.key)
         });
-        if let Some(&id) = found {
+        if let Some(e) = found {
+            let id = entry_id(e);
             let s = self.get_mut(id).expect("live");
             if expires_s > s.expires_s {
                 s.expires_s = expires_s;
@@ -141,13 +180,7 @@ impl<K, S: Default> KeyTable<K, S> {
             }
         };
         self.chunks[(id >> CHUNK_BITS) as usize][id as usize & (CHUNK - 1)] = Some(slot);
-        let chunks = &self.chunks;
-        self.index.insert_unique(hash, id, |&i| {
-            chunks[(i >> CHUNK_BITS) as usize][i as usize & (CHUNK - 1)]
-                .as_ref()
-                .expect("live")
-                .hash
-        });
+        self.index.insert(entry(id, hash));
         self.wheel.entry(bucket).or_default().push(id);
         self.len += 1;
         Touched { id, is_new: true }
@@ -168,8 +201,10 @@ impl<K, S: Default> KeyTable<K, S> {
 
     pub fn find_id_by_hash(&self, hash: u64) -> Option<u32> {
         self.index
-            .find(hash, |&i| self.get(i).is_some_and(|s| s.hash == hash))
-            .copied()
+            .find(hash, |e| {
+                self.get(entry_id(e)).is_some_and(|s| s.hash == hash)
+            })
+            .map(entry_id)
     }
 
     /// Drops every key whose expiry is at or before `now` (ms).
@@ -232,9 +267,7 @@ impl<K, S: Default> KeyTable<K, S> {
 
     fn remove(&mut self, id: u32) {
         let hash = self.get(id).expect("live").hash;
-        if let Ok(e) = self.index.find_entry(hash, |&i| i == id) {
-            e.remove();
-        }
+        self.index.remove(entry(id, hash));
         self.chunks[(id >> CHUNK_BITS) as usize][id as usize & (CHUNK - 1)] = None;
         self.free.push(id);
         self.len -= 1;
@@ -249,7 +282,7 @@ impl<K, S: Default> KeyTable<K, S> {
     pub fn table_bytes(&self) -> usize {
         self.chunks.iter().map(|c| c.capacity()).sum::<usize>()
             * std::mem::size_of::<Option<Slot<K, S>>>()
-            + self.index.capacity() * (std::mem::size_of::<u32>() + 1)
+            + self.index.capacity() * std::mem::size_of::<u64>()
             + self.free.capacity() * 4
             + self
                 .wheel

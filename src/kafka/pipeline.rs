@@ -37,7 +37,7 @@ use rdkafka::types::RDKafkaRespErr;
 
 use crate::config::Config;
 use crate::decisions::{Decider, Decision, DecisionTable};
-use crate::engine::{Engine, Processed};
+use crate::engine::{Engine, Prepared, Processed};
 use crate::logging::{self, Level};
 use crate::metrics::{EngineSync, Metrics};
 use crate::signal::Signal;
@@ -1163,15 +1163,22 @@ impl Worker {
                         }
                     }
                 });
-            for m in first {
-                self.handle(m, None);
-            }
+            let input = &self.shared.cfg.input;
+            let decoded: Vec<Decoded<'_>> = first
+                .iter()
+                .map(|m| {
+                    crate::formats::decode(
+                        input.format_of(m.topic()),
+                        m.payload().unwrap_or_default(),
+                        input.max_event_bytes,
+                    )
+                })
+                .collect();
+            self.handle_decoded(first, &decoded);
             match decoder {
                 Ok(_) => {
                     for (chunk, decoded) in rest.chunks(DECODE_CHUNK).zip(rx.iter()) {
-                        for (m, d) in chunk.iter().zip(decoded) {
-                            self.handle(m, Some(d));
-                        }
+                        self.handle_decoded(chunk, &decoded);
                     }
                 }
                 // No thread to be had: decode here.
@@ -1184,11 +1191,21 @@ impl Worker {
         });
     }
 
-    /// Runs the engine on a message: on its decoded event when decoded ahead.
-    fn process(&mut self, msg: &BorrowedMessage<'_>, decoded: Option<Decoded<'_>>) -> Processed {
-        match decoded {
-            Some(Ok(ev)) => self.engine.process_event(&ev, &mut self.signals),
-            Some(Err(e)) => self.engine.reject(e),
+    /// Handles messages decoded ahead, each with its state loaded a few messages ahead
+    /// (`engine::Ahead`).
+    fn handle_decoded(&mut self, msgs: &[BorrowedMessage<'_>], decoded: &[Decoded<'_>]) {
+        let mut ahead = crate::engine::Ahead::new(decoded);
+        for m in msgs {
+            let p = ahead.next(&self.engine);
+            debug_assert!(p.is_some(), "one decoded event per message");
+            self.handle(m, p);
+        }
+    }
+
+    /// Runs the engine on a message: on its prepared event when decoded ahead.
+    fn process(&mut self, msg: &BorrowedMessage<'_>, prepared: Option<Prepared<'_>>) -> Processed {
+        match prepared {
+            Some(p) => self.engine.process_prepared(p, &mut self.signals),
             None => crate::formats::process(
                 &mut self.engine,
                 self.shared.cfg.input.format_of(msg.topic()),
@@ -1198,7 +1215,7 @@ impl Worker {
         }
     }
 
-    fn handle(&mut self, msg: &BorrowedMessage<'_>, decoded: Option<Decoded<'_>>) {
+    fn handle(&mut self, msg: &BorrowedMessage<'_>, prepared: Option<Prepared<'_>>) {
         let (partition, offset) = (msg.partition(), msg.offset());
         let mut tracker = self.shared.tracker();
         let Some(slot) = tracker.slot(msg.topic(), partition) else {
@@ -1234,14 +1251,14 @@ impl Worker {
             self.summary.warmup_messages += 1;
             self.shared.metrics.warmup_events.inc();
             self.engine.set_suppress(true);
-            self.process(msg, decoded);
+            self.process(msg, prepared);
             self.engine.set_suppress(false);
             self.signals.clear();
             return;
         }
         self.summary.messages += 1;
         self.shared.metrics.messages.inc();
-        let invalid = match self.process(msg, decoded) {
+        let invalid = match self.process(msg, prepared) {
             Processed::Invalid(e) => Some(e),
             _ => None,
         };
