@@ -50,13 +50,52 @@ const LOG: &str = "kafka";
 const BATCH: usize = 1024;
 /// How long one poll waits when there is nothing to read.
 const IDLE_POLL: Duration = Duration::from_millis(100);
-/// Batches longer than a chunk are decoded ahead on a second thread, a chunk at a time,
-/// while this one runs the engine on the chunk before; a smaller batch is not worth the
-/// thread.
-const DECODE_CHUNK: usize = 128;
-const DECODE_AHEAD_MIN: usize = DECODE_CHUNK + 1;
 
 type Decoded<'a> = Result<crate::event::AuthEvent<'a>, crate::event::InvalidEvent>;
+
+/// Polled messages and their events, decoded on the polling thread a batch ahead of the
+/// engine's: decoding is a third of the per-event work, and the engine's thread is the
+/// one that limits throughput. (Decoding on a helper thread started per batch cost
+/// more: a spawn and a join per batch, and the engine's thread decoding the first chunk
+/// itself while the helper started, since waiting for it cost more still.)
+struct Batch<'c> {
+    // Declared first, so dropped first: the events borrow the messages' payloads.
+    decoded: Vec<Decoded<'c>>,
+    msgs: Vec<BorrowedMessage<'c>>,
+}
+
+impl<'c> Batch<'c> {
+    /// Decodes `msgs` into `decoded` (emptied first; passed in to reuse its buffer).
+    fn decode(
+        msgs: Vec<BorrowedMessage<'c>>,
+        mut decoded: Vec<Decoded<'c>>,
+        input: &crate::config::InputConfig,
+    ) -> Batch<'c> {
+        decoded.clear();
+        for m in &msgs {
+            let p = m.payload().unwrap_or_default();
+            // SAFETY: a payload is librdkafka's buffer, owned by the message's C object,
+            // not by the `BorrowedMessage` value: it stays where it is and unchanged until
+            // the message is dropped, however the value moves. Events borrowing it live in
+            // `decoded`, which is dropped before `msgs` (field order) or emptied before
+            // `msgs` is handed out (`into_parts`), and `msgs` is never changed meanwhile.
+            let p: &'c [u8] = unsafe { std::slice::from_raw_parts(p.as_ptr(), p.len()) };
+            decoded.push(crate::formats::decode(
+                input.format_of(m.topic()),
+                p,
+                input.max_event_bytes,
+            ));
+        }
+        Batch { decoded, msgs }
+    }
+
+    /// The messages, and the emptied event buffer for reuse.
+    fn into_parts(self) -> (Vec<BorrowedMessage<'c>>, Vec<Decoded<'c>>) {
+        let Batch { mut decoded, msgs } = self;
+        decoded.clear();
+        (msgs, decoded)
+    }
+}
 
 /// How the caller controls a run.
 #[derive(Clone)]
@@ -703,22 +742,26 @@ struct SourceSeen {
 /// partitions are skipped (the new owner reads them from the commit), the others
 /// handled as usual.
 ///
-/// Handled batches come back on `done` to be freed here: releasing a message is
-/// librdkafka work (a reference count, a free per message) that cost the engine's
-/// thread, the one that limits throughput, a tenth of its time.
+/// Each batch is decoded here (`Batch`). Handled batches come back on `done` to be freed
+/// here: releasing a message is librdkafka work (a reference count, a free per message)
+/// that cost the engine's thread, the one that limits throughput, a tenth of its time.
 fn read_batches<'c>(
     consumer: &'c BaseConsumer<ConsumerCtx>,
+    input: &crate::config::InputConfig,
     reading: &AtomicBool,
-    tx: &std::sync::mpsc::SyncSender<Vec<BorrowedMessage<'c>>>,
-    done: &std::sync::mpsc::Receiver<Vec<BorrowedMessage<'c>>>,
+    tx: &std::sync::mpsc::SyncSender<Batch<'c>>,
+    done: &std::sync::mpsc::Receiver<Batch<'c>>,
 ) {
-    let mut spare: Option<Vec<BorrowedMessage<'c>>> = None;
+    let mut spare: Option<(Vec<BorrowedMessage<'c>>, Vec<Decoded<'c>>)> = None;
     while reading.load(Ordering::Relaxed) {
-        while let Ok(mut old) = done.try_recv() {
-            old.clear();
-            spare = Some(old);
+        while let Ok(old) = done.try_recv() {
+            let (mut msgs, decoded) = old.into_parts();
+            msgs.clear();
+            spare = Some((msgs, decoded));
         }
-        let mut batch = spare.take().unwrap_or_else(|| Vec::with_capacity(BATCH));
+        let (mut batch, decoded) = spare
+            .take()
+            .unwrap_or_else(|| (Vec::with_capacity(BATCH), Vec::with_capacity(BATCH)));
         while batch.len() < BATCH {
             let wait = if batch.is_empty() {
                 IDLE_POLL
@@ -740,7 +783,9 @@ fn read_batches<'c>(
                 None => break,
             }
         }
-        if !batch.is_empty() && tx.send(batch).is_err() {
+        if batch.is_empty() {
+            spare = Some((batch, decoded));
+        } else if tx.send(Batch::decode(batch, decoded, input)).is_err() {
             return;
         }
     }
@@ -875,14 +920,15 @@ impl Pipeline {
             // of its work. Rebalance callbacks run there too; they reach only `Shared`,
             // and the tracker keeps a message whose partition is revoked mid-handling
             // from holding or releasing offsets (see `Tracker::processed`).
-            let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<BorrowedMessage<'_>>>(1);
-            let (done_tx, done_rx) = std::sync::mpsc::channel::<Vec<BorrowedMessage<'_>>>();
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Batch<'_>>(1);
+            let (done_tx, done_rx) = std::sync::mpsc::channel::<Batch<'_>>();
             let consumer = &self.consumer;
             let reading = &reading;
+            let shared = self.w.shared.clone();
             let reader = std::thread::Builder::new()
                 .name("poll".into())
                 .spawn_scoped(scope, move || {
-                    read_batches(consumer, reading, &tx, &done_rx)
+                    read_batches(consumer, &shared.cfg.input, reading, &tx, &done_rx)
                 });
             if let Err(e) = reader {
                 crate::error!(LOG, "cannot start the polling thread: {e}");
@@ -900,22 +946,23 @@ impl Pipeline {
                 self.w.resend_due();
                 self.w.backpressure(&self.consumer);
                 let batch = match rx.recv_timeout(IDLE_POLL) {
-                    Ok(b) => b,
-                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Vec::new(),
+                    Ok(b) => Some(b),
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => None,
                     Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
                 };
                 let t0 = Instant::now();
                 // Each message yields at most one live one, so handling never runs past
                 // `stop_after`; the rest of the batch is not fed, so not committed, and
                 // the next consumer reads it.
-                let n = opts.stop_after.map_or(batch.len(), |s| {
-                    batch
-                        .len()
-                        .min(s.saturating_sub(self.w.summary.messages) as usize)
+                let len = batch.as_ref().map_or(0, |b| b.msgs.len());
+                let n = opts.stop_after.map_or(len, |s| {
+                    len.min(s.saturating_sub(self.w.summary.messages) as usize)
                 });
-                self.w.handle_batch(&batch[..n]);
-                // The reader frees it; gone (stopping), it is freed here.
-                let _ = done_tx.send(batch);
+                if let Some(b) = batch {
+                    self.w.handle_batch(&b.msgs[..n], &b.decoded[..n]);
+                    // The reader frees it; gone (stopping), it is freed here.
+                    let _ = done_tx.send(b);
+                }
                 let now = Instant::now();
                 let m = &self.w.shared.metrics;
                 if n > 0 {
@@ -1124,76 +1171,9 @@ impl Worker {
         }
     }
 
-    /// Handles polled messages in order. A long batch is decoded ahead on a second
-    /// thread, chunk by chunk, while this thread runs the engine: decoding is about a
-    /// third of the per-event work, and this thread is the one that limits throughput.
-    ///
-    /// This thread decodes the first chunk itself while the helper starts and decodes
-    /// the rest. Waiting for the helper's first chunk cost about a sixth of the
-    /// throughput (benches/kafka.rs): on two busy cores a thread that blocks is
-    /// descheduled and may not run again for milliseconds.
-    fn handle_batch(&mut self, batch: &[BorrowedMessage<'_>]) {
-        if batch.len() < DECODE_AHEAD_MIN {
-            for m in batch {
-                self.handle(m, None);
-            }
-            return;
-        }
-        let shared = self.shared.clone();
-        let (first, rest) = batch.split_at(DECODE_CHUNK);
-        std::thread::scope(|scope| {
-            let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Decoded<'_>>>(4);
-            let decoder = std::thread::Builder::new()
-                .name("decode".into())
-                .spawn_scoped(scope, move || {
-                    let input = &shared.cfg.input;
-                    for chunk in rest.chunks(DECODE_CHUNK) {
-                        let decoded = chunk
-                            .iter()
-                            .map(|m| {
-                                crate::formats::decode(
-                                    input.format_of(m.topic()),
-                                    m.payload().unwrap_or_default(),
-                                    input.max_event_bytes,
-                                )
-                            })
-                            .collect();
-                        if tx.send(decoded).is_err() {
-                            return;
-                        }
-                    }
-                });
-            let input = &self.shared.cfg.input;
-            let decoded: Vec<Decoded<'_>> = first
-                .iter()
-                .map(|m| {
-                    crate::formats::decode(
-                        input.format_of(m.topic()),
-                        m.payload().unwrap_or_default(),
-                        input.max_event_bytes,
-                    )
-                })
-                .collect();
-            self.handle_decoded(first, &decoded);
-            match decoder {
-                Ok(_) => {
-                    for (chunk, decoded) in rest.chunks(DECODE_CHUNK).zip(rx.iter()) {
-                        self.handle_decoded(chunk, &decoded);
-                    }
-                }
-                // No thread to be had: decode here.
-                Err(_) => {
-                    for m in rest {
-                        self.handle(m, None);
-                    }
-                }
-            }
-        });
-    }
-
-    /// Handles messages decoded ahead, each with its state loaded a few messages ahead
-    /// (`engine::Ahead`).
-    fn handle_decoded(&mut self, msgs: &[BorrowedMessage<'_>], decoded: &[Decoded<'_>]) {
+    /// Handles polled messages in order, decoded ahead (`Batch`), each with its state
+    /// loaded a few messages ahead (`engine::Ahead`).
+    fn handle_batch(&mut self, msgs: &[BorrowedMessage<'_>], decoded: &[Decoded<'_>]) {
         let mut ahead = crate::engine::Ahead::new(decoded);
         for m in msgs {
             let p = ahead.next(&self.engine);
