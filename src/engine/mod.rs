@@ -103,12 +103,10 @@ pub struct StateSize {
 
 /// Derived from config once: windows, caps, lifetimes.
 struct Plan {
-    trusted: CidrSet,
+    keyer: Keyer,
     allow: CidrSet,
     factor: f64,
     samples: usize,
-    lowercase: bool,
-    v6_prefix: u8,
     max_event_bytes: usize,
     /// Longest account failure window and the failures kept for it.
     acct_w: i64,
@@ -140,6 +138,21 @@ pub struct Prepared<'e>(Result<(&'e AuthEvent<'e>, Keys<'e>), InvalidEvent>);
 /// An event as a driver holds it: decoded, or rejected by its decoder.
 pub trait AsEvent<'e> {
     fn as_event(&'e self) -> Result<&'e AuthEvent<'e>, &'e InvalidEvent>;
+
+    /// Its keys' parts, when computed where it was decoded (`Keyed`).
+    fn key_parts(&'e self) -> Option<&'e KeyParts> {
+        None
+    }
+}
+
+impl<'e> AsEvent<'e> for Result<Keyed<'e>, InvalidEvent> {
+    fn as_event(&'e self) -> Result<&'e AuthEvent<'e>, &'e InvalidEvent> {
+        self.as_ref().map(|k| &k.ev)
+    }
+
+    fn key_parts(&'e self) -> Option<&'e KeyParts> {
+        self.as_ref().ok().map(|k| &k.parts)
+    }
 }
 
 impl<'e> AsEvent<'e> for AuthEvent<'e> {
@@ -222,7 +235,33 @@ struct Keys<'e> {
     id_hash: Option<u64>,
 }
 
-impl Plan {
+impl<'e> Keys<'e> {
+    /// The keys again from their parts: only the account name is looked up (and
+    /// lower-cased again in the rare case it was).
+    fn from_parts(ev: &'e AuthEvent<'_>, p: &KeyParts) -> Keys<'e> {
+        let account = account_key(ev, p.lowered);
+        Keys {
+            ip: p.ip,
+            ip_key: p.ip_key,
+            ip_hash: p.ip_hash,
+            account,
+            acct_hash: p.acct_hash,
+            id_hash: p.id_hash,
+        }
+    }
+}
+
+/// What computing an event's keys takes from config (trusted proxies, account case,
+/// IPv6 prefix). Cloned to the thread that decodes, the keys can be computed there
+/// (`Keyed`), while the event's bytes are in that core's cache.
+#[derive(Clone, Debug)]
+pub struct Keyer {
+    trusted: CidrSet,
+    lowercase: bool,
+    v6_prefix: u8,
+}
+
+impl Keyer {
     fn keys<'e>(&self, ev: &'e AuthEvent<'_>) -> Result<Keys<'e>, InvalidEvent> {
         let ip = client_ip(ev, &self.trusted)?;
         let account = account_key(ev, self.lowercase);
@@ -239,6 +278,47 @@ impl Plan {
                 .as_deref()
                 .map(|id| hash_bytes(id.as_bytes())),
         })
+    }
+}
+
+/// The parts of an event's keys that borrow nothing from it.
+#[derive(Clone, Copy, Debug)]
+pub struct KeyParts {
+    ip: IpAddr,
+    ip_key: IpKey,
+    ip_hash: u64,
+    acct_hash: u64,
+    id_hash: Option<u64>,
+    /// The account name was lower-cased.
+    lowered: bool,
+}
+
+/// A decoded event with its keys computed (`Engine::keyer`), ready for `Ahead`. An event
+/// whose keys cannot be computed (a bad IP) is invalid, as `process_event` finds it.
+#[derive(Debug)]
+pub struct Keyed<'a> {
+    ev: AuthEvent<'a>,
+    parts: KeyParts,
+}
+
+impl<'a> Keyed<'a> {
+    pub fn new(keyer: &Keyer, ev: AuthEvent<'a>) -> Result<Keyed<'a>, InvalidEvent> {
+        let k = keyer.keys(&ev)?;
+        let parts = KeyParts {
+            ip: k.ip,
+            ip_key: k.ip_key,
+            ip_hash: k.ip_hash,
+            acct_hash: k.acct_hash,
+            id_hash: k.id_hash,
+            lowered: matches!(k.account, std::borrow::Cow::Owned(_)),
+        };
+        Ok(Keyed { ev, parts })
+    }
+}
+
+impl Plan {
+    fn keys<'e>(&self, ev: &'e AuthEvent<'_>) -> Result<Keys<'e>, InvalidEvent> {
+        self.keyer.keys(ev)
     }
 
     fn new(cfg: &Config) -> Plan {
@@ -285,12 +365,14 @@ impl Plan {
             ato_account[rule.index()] = true;
         }
         Plan {
-            trusted: cfg.trusted_proxies(),
+            keyer: Keyer {
+                trusted: cfg.trusted_proxies(),
+                lowercase: cfg.normalize.lowercase_accounts,
+                v6_prefix: cfg.normalize.ipv6_prefix,
+            },
             allow: cfg.allowlist(),
             factor: f,
             samples: cfg.signals.sample_size,
-            lowercase: cfg.normalize.lowercase_accounts,
-            v6_prefix: cfg.normalize.ipv6_prefix,
             max_event_bytes: cfg.input.max_event_bytes,
             acct_w,
             acct_cap: window_cap(r.bruteforce.min_failures, f)
@@ -476,7 +558,20 @@ impl Engine {
     /// (an event later still) does the work. The steps only load: skipping `warm`, or
     /// state changed in between, costs time, never correctness.
     pub fn prepare<'e>(&self, ev: &'e AuthEvent<'e>) -> Prepared<'e> {
-        let keys = self.plan.keys(ev);
+        self.start_loading(ev, self.plan.keys(ev))
+    }
+
+    /// The config an event's keys are computed with, for computing them on another
+    /// thread (`Keyed`).
+    pub fn keyer(&self) -> &Keyer {
+        &self.plan.keyer
+    }
+
+    fn start_loading<'e>(
+        &self,
+        ev: &'e AuthEvent<'e>,
+        keys: Result<Keys<'e>, InvalidEvent>,
+    ) -> Prepared<'e> {
         if let Ok(k) = &keys {
             let c = &self.core;
             if let Some(h) = k.id_hash {
@@ -492,9 +587,10 @@ impl Engine {
 
     /// `prepare` for an event as a driver holds it; a rejected one stays rejected.
     pub fn prepare_item<'e, T: AsEvent<'e>>(&self, item: &'e T) -> Prepared<'e> {
-        match item.as_event() {
-            Ok(ev) => self.prepare(ev),
-            Err(e) => Prepared(Err(e.clone())),
+        match (item.as_event(), item.key_parts()) {
+            (Ok(ev), Some(p)) => self.start_loading(ev, Ok(Keys::from_parts(ev, p))),
+            (Ok(ev), None) => self.prepare(ev),
+            (Err(e), _) => Prepared(Err(e.clone())),
         }
     }
 
