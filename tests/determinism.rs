@@ -7,8 +7,10 @@ use std::collections::BTreeSet;
 use std::process::Command;
 
 use atowatch::config::Config;
+use atowatch::engine::Keyed;
 use atowatch::engine::{Engine, Processed};
-use atowatch::formats::{Format, process_many};
+use atowatch::event::InvalidEvent;
+use atowatch::formats::{Format, decode, process_many};
 use atowatch::replay::replay_bytes;
 use atowatch::signal::{Rule, Signal};
 
@@ -146,7 +148,8 @@ fn generate(seed: u64) -> Vec<u8> {
                     "not json",
                     "[1,2]",
                     "{\"type\":\"user.logout\"}",
-                ][rng.below(4) as usize]
+                    r#"{"type":"user.login","outcome":"failure","ts":1700000000000,"ip":"999.1.2.3","user":{"login":"mallory"}}"#,
+                ][rng.below(5) as usize]
                     .to_string(),
             );
         }
@@ -259,6 +262,10 @@ fn loading_state_ahead_changes_no_result_at_any_chunk_size() {
         })
         .collect();
     assert!(expected.iter().any(|o| o.starts_with("invalid")));
+    assert!(
+        expected.iter().any(|o| o.contains("is not an IP address")),
+        "keys can fail too"
+    );
     assert!(expected.iter().any(|o| o.starts_with("duplicate")));
     assert!(expected.iter().any(|o| o.starts_with("late")));
     // Sizes around the four events kept in flight, and replay's own.
@@ -282,6 +289,18 @@ fn loading_state_ahead_changes_no_result_at_any_chunk_size() {
             "chunks of {chunk}"
         );
     }
+    // As `run` does: keys computed apart from the engine (on the polling thread).
+    let mut e = Engine::new(Config::default());
+    let keyer = e.keyer().clone();
+    let max = e.config().input.max_event_bytes;
+    let keyed: Vec<Result<Keyed<'_>, InvalidEvent>> = lines
+        .iter()
+        .map(|l| decode(Format::Native, l, max).and_then(|ev| Keyed::new(&keyer, ev)))
+        .collect();
+    let mut got = Vec::new();
+    e.process_all(&keyed, &mut Vec::new(), |_, p, s| got.push(outcome(&p, s)));
+    assert_eq!(got, expected, "keyed apart");
+    assert_eq!(format!("{:?}", e.stats()), format!("{:?}", one.stats()));
 }
 
 #[test]
