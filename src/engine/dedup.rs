@@ -79,7 +79,7 @@ impl Dedup {
         }
         if self.gens.is_empty() {
             self.gens.push_back(Generation {
-                ids: HashIndex::new(),
+                ids: HashIndex::sparse(),
                 opened: ts,
                 newest: ts,
             });
@@ -124,7 +124,7 @@ impl Dedup {
             .is_some_and(|g| watermark.saturating_sub(g.opened) >= span)
         {
             self.gens.push_back(Generation {
-                ids: HashIndex::new(),
+                ids: HashIndex::sparse(),
                 opened: watermark,
                 newest: i64::MIN,
             });
