@@ -549,14 +549,15 @@ impl Engine {
         self.core.process_event(&self.cfg, &self.plan, ev, out)
     }
 
-    /// The first of three steps that process an event the way `process_event` does,
-    /// but with its state loaded ahead. Most of detection's time is waiting for
-    /// per-key state (an id set, an IP's and an account's index entries and slots) that
-    /// is not in cache; started a couple of events early, those loads overlap the work
-    /// on the events in between. This step computes the keys and starts loading the
-    /// index lines; `warm` (an event later) the slots they name; `process_prepared`
-    /// (an event later still) does the work. The steps only load: skipping `warm`, or
-    /// state changed in between, costs time, never correctness.
+    /// The first of the steps that process an event the way `process_event` does, but
+    /// with its state loaded ahead. Most of detection's time is waiting for per-key
+    /// state (an id set, an IP's and an account's index entries and slots) that is not
+    /// in cache; started a few events early, those loads overlap the work on the events
+    /// in between. This step computes the keys and starts loading the index lines;
+    /// `warm` the slots they name; `deepen` what the slots point to; `process_prepared`
+    /// does the work (`Ahead` spaces them an event apart). Only `process_prepared`
+    /// changes state: skipping `warm` or `deepen`, or state changed in between, costs
+    /// time, never correctness.
     pub fn prepare<'e>(&self, ev: &'e AuthEvent<'e>) -> Prepared<'e> {
         self.start_loading(ev, self.plan.keys(ev))
     }

@@ -57,9 +57,10 @@ type Decoded<'a> = Result<Keyed<'a>, crate::event::InvalidEvent>;
 /// Polled messages and their events, decoded and keyed (client IP, account, hashes) on
 /// the polling thread a batch ahead of the engine's: that is about half the per-event
 /// work, the engine's thread is the one that limits throughput, and the bytes they read
-/// are in the polling thread's cache (the engine's thread stalled on them). (Decoding on a helper thread started per batch cost
-/// more: a spawn and a join per batch, and the engine's thread decoding the first chunk
-/// itself while the helper started, since waiting for it cost more still.)
+/// are in the polling thread's cache (the engine's thread stalled on them). Decoding on
+/// a helper thread started per batch cost more: a spawn and a join per batch, and the
+/// engine's thread decoding the first chunk itself while the helper started, since
+/// waiting for it cost more still.
 struct Batch<'c> {
     // Declared first, so dropped first: the events borrow the messages' payloads.
     decoded: Vec<Decoded<'c>>,
