@@ -2,8 +2,9 @@
 //!
 //! Slots live in a slab of fixed-size chunks (growing never copies a million slots);
 //! a `HashIndex` maps the key's stable hash to a slot index, and can be asked to load
-//! an event's entry and slot ahead of time (`prefetch_index`, `prefetch_slot`). Expiry is by a time-ordered
-//! wheel (`BTreeMap` from expiry bucket to slot ids), never by scanning every key:
+//! an event's entry and slot ahead of time (`prefetch_index`, `prefetch_slot`). Expiry
+//! is by a time-ordered wheel (`BTreeMap` from expiry bucket to slot ids), never by
+//! scanning every key:
 //! touching a key only moves its `expires_at`; when its bucket comes due the key is
 //! either dropped or rescheduled to where it now belongs. The cap evicts from the
 //! earliest bucket, which is the least recently active state.
