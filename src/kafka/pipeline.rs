@@ -1189,26 +1189,15 @@ impl Worker {
             if let Some(later) = msgs.get(i + 2) {
                 crate::engine::prefetch(later.ptr().cast());
             }
-            let p = ahead.next(&self.engine);
-            debug_assert!(p.is_some(), "one decoded event per message");
+            // `Batch::decode` yields one event per message; both are cut at the same `n`.
+            let p = ahead
+                .next(&self.engine)
+                .expect("one decoded event per message");
             self.handle(m, p);
         }
     }
 
-    /// Runs the engine on a message: on its prepared event when decoded ahead.
-    fn process(&mut self, msg: &BorrowedMessage<'_>, prepared: Option<Prepared<'_>>) -> Processed {
-        match prepared {
-            Some(p) => self.engine.process_prepared(p, &mut self.signals),
-            None => crate::formats::process(
-                &mut self.engine,
-                self.shared.cfg.input.format_of(msg.topic()),
-                msg.payload().unwrap_or_default(),
-                &mut self.signals,
-            ),
-        }
-    }
-
-    fn handle(&mut self, msg: &BorrowedMessage<'_>, prepared: Option<Prepared<'_>>) {
+    fn handle(&mut self, msg: &BorrowedMessage<'_>, prepared: Prepared<'_>) {
         let (partition, offset) = (msg.partition(), msg.offset());
         let mut tracker = self.shared.tracker();
         let Some(slot) = tracker.slot(msg.topic(), partition) else {
@@ -1244,14 +1233,14 @@ impl Worker {
             self.summary.warmup_messages += 1;
             self.shared.metrics.warmup_events.inc();
             self.engine.set_suppress(true);
-            self.process(msg, prepared);
+            self.engine.process_prepared(prepared, &mut self.signals);
             self.engine.set_suppress(false);
             self.signals.clear();
             return;
         }
         self.summary.messages += 1;
         self.shared.metrics.messages.inc();
-        let invalid = match self.process(msg, prepared) {
+        let invalid = match self.engine.process_prepared(prepared, &mut self.signals) {
             Processed::Invalid(e) => Some(e),
             _ => None,
         };
