@@ -93,9 +93,25 @@ impl<K, S: Default> KeyTable<K, S> {
         self.len == 0
     }
 
+    /// Where slot `id` lives, found without reading it (so it can be prefetched).
+    #[inline]
+    fn cell(&self, id: u32) -> &Option<Slot<K, S>> {
+        &self.chunks[(id >> CHUNK_BITS) as usize][id as usize & (CHUNK - 1)]
+    }
+
+    /// Starts loading both ends of slot `id`: a slot spans two or three cache lines and
+    /// the rules read all of it.
+    #[inline]
+    fn prefetch_cell(&self, id: u32) {
+        let start = (self.cell(id) as *const Option<Slot<K, S>>).cast::<u8>();
+        crate::engine::prefetch(start);
+        let size = std::mem::size_of::<Option<Slot<K, S>>>();
+        crate::engine::prefetch(start.wrapping_add(size - 1));
+    }
+
     #[inline]
     fn get(&self, id: u32) -> Option<&Slot<K, S>> {
-        self.chunks[(id >> CHUNK_BITS) as usize][id as usize & (CHUNK - 1)].as_ref()
+        self.cell(id).as_ref()
     }
 
     #[inline]
@@ -113,18 +129,9 @@ impl<K, S: Default> KeyTable<K, S> {
     /// three cache lines). Best after `prefetch_index` had time to bring the index line.
     #[inline]
     pub fn prefetch_slot(&self, hash: u64) {
+        // Index entries name live slots only (`remove` takes them out).
         if let Some(e) = self.index.find(hash, |_| true) {
-            let id = entry_id(e);
-            if let Some(o) = self
-                .chunks
-                .get((id >> CHUNK_BITS) as usize)
-                .and_then(|c| c.get(id as usize & (CHUNK - 1)))
-            {
-                let start = (o as *const Option<Slot<K, S>>).cast::<u8>();
-                crate::engine::prefetch(start);
-                let size = std::mem::size_of::<Option<Slot<K, S>>>();
-                crate::engine::prefetch(start.wrapping_add(size - 1));
-            }
+            self.prefetch_cell(entry_id(e));
         }
     }
 
@@ -138,16 +145,11 @@ impl<K, S: Default> KeyTable<K, S> {
         expires_at: i64,
     ) -> Touched {
         let expires_s = to_secs(expires_at);
-        let chunks = &self.chunks;
         let found = self.index.find(hash, |e| {
             let i = entry_id(e);
-            let o = &chunks[(i >> CHUNK_BITS) as usize][i as usize & (CHUNK - 1)];
-            // A slot spans two or three cache lines and the rules read all of it: load
-            // the rest while its start is compared, not after.
-            let start = (o as *const Option<Slot<K, S>>).cast::<u8>();
-            let size = std::mem::size_of::<Option<Slot<K, S>>>();
-            crate::engine::prefetch(start.wrapping_add(size - 1));
-            let s = o.as_ref().expect("indexed slots are live");
+            // Load the rest of the slot while its start is compared, not after.
+            self.prefetch_cell(i);
+            let s = self.get(i).expect("indexed slots are live");
             s.hash == hash && eq(&s.key)
         });
         if let Some(e) = found {
