@@ -436,6 +436,39 @@ struct Round {
     join: Duration,
     /// From the first message to the N-th.
     read: Duration,
+    /// CPU time of the whole process (every thread, the mock broker's too) over `read`.
+    cpu: Duration,
+}
+
+/// CPU time this process has used, all threads (utime + stime of /proc/self/stat).
+/// On a noisy host the time per event moves less than the rate: a thread waiting for a
+/// core uses none.
+fn process_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')').expect("stat format") + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    // utime and stime are fields 14 and 15, i.e. 11 and 12 after the state (field 3).
+    let ticks: u64 = f[11].parse::<u64>().expect("utime") + f[12].parse::<u64>().expect("stime");
+    Duration::from_secs_f64(ticks as f64 / clock_ticks())
+}
+
+fn cpu_per_event(r: &Round, n: u64) -> f64 {
+    r.cpu.as_secs_f64() * 1e6 / (n - 1) as f64
+}
+
+fn clock_ticks() -> f64 {
+    // _SC_CLK_TCK is 100 on every Linux this runs on; getconf says so without libc.
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(100.0)
+    })
 }
 
 /// Only reads: every message, touching its payload length.
@@ -458,7 +491,7 @@ fn bare_round(brokers: &str, n: u64) -> Round {
         match c.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
                 if count == 0 {
-                    first = Some(Instant::now());
+                    first = Some((Instant::now(), process_cpu()));
                 }
                 bytes += m.payload_len();
                 count += 1;
@@ -470,12 +503,13 @@ fn bare_round(brokers: &str, n: u64) -> Round {
             ),
         }
     }
-    let end = Instant::now();
+    let (end, end_cpu) = (Instant::now(), process_cpu());
     black_box(bytes);
-    let first = first.expect("read something");
+    let (first, first_cpu) = first.expect("read something");
     Round {
         join: first - t0,
         read: end - first,
+        cpu: end_cpu - first_cpu,
     }
 }
 
@@ -535,31 +569,34 @@ fn atowatch_round(brokers: &str, n: u64) -> AtoRound {
     let m = metrics.clone();
     let t0 = Instant::now();
     let h = thread::spawn(move || kafka::run(cfg, m, health, opts));
-    let mut first = None;
-    let last = loop {
+    // The rate's span comes from the run itself (`RunSummary::live`); this loop only
+    // reads the CPU clock near its ends, and stops a stuck run. It wakes rarely, since
+    // each wake-up takes a core from the run.
+    let mut first_cpu = None;
+    let last_cpu = loop {
         let seen = metrics.messages.get();
-        let now = Instant::now();
-        if first.is_none() && seen > 0 {
-            first = Some(now);
+        if first_cpu.is_none() && seen > 0 {
+            first_cpu = Some(process_cpu());
         }
         if seen >= n {
-            break now;
+            break process_cpu();
         }
-        if h.is_finished() || now - t0 > RUN_LIMIT {
+        if h.is_finished() || t0.elapsed() > RUN_LIMIT {
             stop.store(true, Ordering::Relaxed);
             let r = h.join();
             panic!("atowatch handled {seen} of {n} messages and stopped ({r:?})");
         }
-        thread::sleep(Duration::from_millis(1));
+        thread::sleep(Duration::from_millis(10));
     };
     let summary = h.join().expect("pipeline thread").expect("pipeline");
     let total = t0.elapsed();
-    let first = first.expect("read something");
+    let (first, last) = summary.live.expect("read something");
     assert_eq!(summary.unacknowledged, 0, "outputs left unacknowledged");
     AtoRound {
         round: Round {
             join: first - t0,
             read: last - first,
+            cpu: last_cpu - first_cpu.expect("read something"),
         },
         total,
         summary,
@@ -945,14 +982,16 @@ fn main() {
             if which == "bare" {
                 let b = bare_round(&s.brokers, n);
                 println!(
-                    "profile round {r}: bare {:.0} events/s",
-                    rate(n - 1, b.read)
+                    "profile round {r}: bare {:.0} events/s, {:.2} µs CPU/event",
+                    rate(n - 1, b.read),
+                    cpu_per_event(&b, n)
                 );
             } else {
                 let a = atowatch_round(&s.brokers, n);
                 println!(
-                    "profile round {r}: atowatch {:.0} events/s",
-                    rate(n - 1, a.round.read)
+                    "profile round {r}: atowatch {:.0} events/s, {:.2} µs CPU/event",
+                    rate(n - 1, a.round.read),
+                    cpu_per_event(&a.round, n)
                 );
             }
         }
@@ -963,18 +1002,20 @@ fn main() {
     for r in 1..=rounds {
         let b = bare_round(&s.brokers, n);
         println!(
-            "round {r}: bare consumer {:>10.0} events/s ({:.2}s; join {:.0} ms)",
+            "round {r}: bare consumer {:>10.0} events/s ({:.2}s; join {:.0} ms), {:.2} µs CPU/event",
             rate(n - 1, b.read),
             b.read.as_secs_f64(),
-            ms(b.join)
+            ms(b.join),
+            cpu_per_event(&b, n)
         );
         let a = atowatch_round(&s.brokers, n);
         println!(
-            "round {r}: atowatch run  {:>10.0} events/s ({:.2}s; join {:.0} ms; {:.2}s in all), {} signals, {} dead letters, {} late",
+            "round {r}: atowatch run  {:>10.0} events/s ({:.2}s; join {:.0} ms; {:.2}s in all), {:.2} µs CPU/event, {} signals, {} dead letters, {} late",
             rate(n - 1, a.round.read),
             a.round.read.as_secs_f64(),
             ms(a.round.join),
             a.total.as_secs_f64(),
+            cpu_per_event(&a.round, n),
             sep(a.summary.signals),
             sep(a.summary.dead_letters),
             sep(a.late)

@@ -134,6 +134,11 @@ pub struct RunSummary {
     pub unacknowledged: usize,
     pub committed: Vec<(String, i32, i64)>,
     pub elapsed: Duration,
+    /// From the start of handling the first batch with a live message to the end of the
+    /// last such batch: the span a rate is measured over, kept here so that measuring
+    /// it needs no thread watching a counter (which, waking every millisecond, took CPU
+    /// from the run it measured).
+    pub live: Option<(Instant, Instant)>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -966,12 +971,17 @@ impl Pipeline {
                 let n = opts.stop_after.map_or(len, |s| {
                     len.min(s.saturating_sub(self.w.summary.messages) as usize)
                 });
+                let before = self.w.summary.messages;
                 if let Some(b) = batch {
                     self.w.handle_batch(&b.msgs[..n], &b.decoded[..n]);
                     // The reader frees it; gone (stopping), it is freed here.
                     let _ = done_tx.send(b);
                 }
                 let now = Instant::now();
+                if self.w.summary.messages > before {
+                    let first = self.w.summary.live.map_or(t0, |(first, _)| first);
+                    self.w.summary.live = Some((first, now));
+                }
                 let m = &self.w.shared.metrics;
                 if n > 0 {
                     m.batch_seconds.observe((now - t0).as_secs_f64());
