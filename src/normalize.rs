@@ -350,18 +350,23 @@ fn bad_ip(field: &str, v: &str) -> InvalidEvent {
 
 /// The account key: `user.login` when present, else `user.id`; lower-cased if asked, so
 /// `Alice@x` and `alice@x` are one account (attackers vary case to split counters).
-pub fn account_key<'a>(ev: &'a AuthEvent<'_>, lowercase: bool) -> Cow<'a, str> {
+///
+/// It borrows what the event borrows (its input), not the event, so the event can be
+/// taken apart after (`engine::Keyed`); a name the decoder had to unescape is copied.
+pub fn account_key<'a>(ev: &AuthEvent<'a>, lowercase: bool) -> Cow<'a, str> {
     let u = ev.raw.user.as_ref().expect("validated events have a user");
-    let key: &str = match u.login.as_deref() {
+    let key: &Cow<'a, str> = match &u.login {
         Some(l) if !l.is_empty() => l,
-        _ => u.id.as_deref().unwrap_or(""),
+        _ => u.id.as_ref().unwrap_or(&NO_NAME),
     };
     if lowercase && key.bytes().any(|b| b.is_ascii_uppercase()) {
         Cow::Owned(key.to_ascii_lowercase())
     } else {
-        Cow::Borrowed(key)
+        key.clone()
     }
 }
+
+static NO_NAME: Cow<'static, str> = Cow::Borrowed("");
 
 #[cfg(test)]
 mod tests {

@@ -246,7 +246,23 @@ fn outcome(p: &Processed, signals: &[Signal]) -> String {
 
 #[test]
 fn loading_state_ahead_changes_no_result_at_any_chunk_size() {
-    let input = generate(7);
+    let mut input = generate(7);
+    // Names the decoder unescapes (so owns rather than borrows), an account name that
+    // is lower-cased, and events without a service: kept apart from the event (`Keyed`),
+    // they must key and read as they do in the event.
+    for i in 0..12i64 {
+        let service = if i % 2 == 0 {
+            r#","service":"w\u0065b""#
+        } else {
+            ""
+        };
+        let line = format!(
+            r#"{{"type":"user.login","outcome":"failure","ts":{},"ip":"203.0.113.77","user":{{"login":"B\u00d6B@Example.COM"}},"event_id":"esc-{i}","trace_id":"t\u0031-{i}"{service}}}"#,
+            T0 + 2 * HOUR + MIN + i * 1000
+        );
+        input.extend_from_slice(line.as_bytes());
+        input.push(b'\n');
+    }
     let lines: Vec<&[u8]> = input
         .split(|b| *b == b'\n')
         .filter(|l| !l.is_empty())
@@ -268,6 +284,12 @@ fn loading_state_ahead_changes_no_result_at_any_chunk_size() {
     );
     assert!(expected.iter().any(|o| o.starts_with("duplicate")));
     assert!(expected.iter().any(|o| o.starts_with("late")));
+    assert!(
+        expected
+            .iter()
+            .any(|o| o.contains("\"value\":\"b\u{d6}b@example.com\"")),
+        "the unescaped, lower-cased account is flagged"
+    );
     // Sizes around the four events kept in flight, and replay's own.
     for chunk in [1, 2, 3, 4, 5, 7, atowatch::replay::CHUNK_LINES, lines.len()] {
         let mut e = Engine::new(Config::default());

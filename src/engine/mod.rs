@@ -14,6 +14,7 @@ pub mod state;
 pub mod table;
 pub mod window;
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 
 use compact_str::CompactString;
@@ -45,6 +46,15 @@ pub(crate) fn prefetch(p: *const u8) {
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = p;
+}
+
+/// `prefetch` for each cache line of `r`.
+#[inline(always)]
+fn prefetch_all<T>(r: &T) {
+    let p = (r as *const T).cast::<u8>();
+    for off in (0..std::mem::size_of::<T>()).step_by(64) {
+        prefetch(p.wrapping_add(off));
+    }
 }
 
 /// What happened to one input event.
@@ -133,42 +143,112 @@ struct Plan {
 
 /// An event with its keys computed and its state on the way into cache (see
 /// `Engine::prepare`), or the reason it is invalid.
-pub struct Prepared<'e>(Result<(&'e AuthEvent<'e>, Keys<'e>), InvalidEvent>);
+pub struct Prepared<'e>(Ready<'e>);
 
-/// An event as a driver holds it: decoded, or rejected by its decoder.
-pub trait AsEvent<'e> {
-    fn as_event(&'e self) -> Result<&'e AuthEvent<'e>, &'e InvalidEvent>;
+// `Ahead` moves these through its ring: an event keyed elsewhere stays where it is.
+enum Ready<'e> {
+    Event(&'e AuthEvent<'e>, Keys<'e>),
+    Keyed(&'e Keyed<'e>),
+    Invalid(InvalidEvent),
+}
 
-    /// Its keys' parts, when computed where it was decoded (`Keyed`).
-    fn key_parts(&'e self) -> Option<&'e KeyParts> {
-        None
+impl Ready<'_> {
+    /// Failure or not, the keys, and the names the rules read (account, service,
+    /// trace id); `None` for an invalid event.
+    fn loads(&self) -> Option<(bool, &KeyParts, [Option<&str>; 3])> {
+        match self {
+            Ready::Event(ev, k) => Some((
+                ev.is_failure(),
+                &k.parts,
+                [Some(&*k.account), ev.service(), ev.trace_id()],
+            )),
+            Ready::Keyed(k) => Some((
+                k.outcome == Some(Outcome::Failure),
+                &k.parts,
+                [
+                    Some(&*k.account),
+                    k.service.as_deref(),
+                    k.trace_id.as_deref(),
+                ],
+            )),
+            Ready::Invalid(_) => None,
+        }
     }
 }
 
-impl<'e> AsEvent<'e> for Result<Keyed<'e>, InvalidEvent> {
-    fn as_event(&'e self) -> Result<&'e AuthEvent<'e>, &'e InvalidEvent> {
-        self.as_ref().map(|k| &k.ev)
-    }
+/// What the rules read of an event besides its keys, borrowed from it: a few words,
+/// where a decoded event is several hundred bytes.
+#[derive(Clone, Copy, Debug)]
+struct Facts<'e> {
+    ts_ms: i64,
+    kind: EventKind,
+    outcome: Option<Outcome>,
+    user_exists: Option<bool>,
+    service: Option<&'e str>,
+    trace_id: Option<&'e str>,
+}
 
-    fn key_parts(&'e self) -> Option<&'e KeyParts> {
-        self.as_ref().ok().map(|k| &k.parts)
+impl<'e> Facts<'e> {
+    fn of(ev: &'e AuthEvent<'_>) -> Facts<'e> {
+        Facts {
+            ts_ms: ev.ts_ms,
+            kind: ev.kind,
+            outcome: ev.outcome,
+            user_exists: ev.user_exists(),
+            service: ev.service(),
+            trace_id: ev.trace_id(),
+        }
+    }
+    fn is_failure(&self) -> bool {
+        self.outcome == Some(Outcome::Failure)
+    }
+    fn is_login(&self) -> bool {
+        self.kind == EventKind::Login
+    }
+}
+
+/// An event as a driver holds it (see `AsEvent`).
+pub enum Item<'e> {
+    Event(&'e AuthEvent<'e>),
+    Keyed(&'e Keyed<'e>),
+    /// Rejected by its decoder.
+    Invalid(&'e InvalidEvent),
+}
+
+/// An event as a driver holds it: decoded, decoded with its keys (`Keyed`), or rejected.
+pub trait AsEvent<'e> {
+    fn item(&'e self) -> Item<'e>;
+}
+
+impl<'e> AsEvent<'e> for Result<Keyed<'e>, InvalidEvent> {
+    fn item(&'e self) -> Item<'e> {
+        match self {
+            Ok(k) => Item::Keyed(k),
+            Err(e) => Item::Invalid(e),
+        }
     }
 }
 
 impl<'e> AsEvent<'e> for AuthEvent<'e> {
-    fn as_event(&'e self) -> Result<&'e AuthEvent<'e>, &'e InvalidEvent> {
-        Ok(self)
+    fn item(&'e self) -> Item<'e> {
+        Item::Event(self)
     }
 }
 
 impl<'e> AsEvent<'e> for Result<AuthEvent<'e>, InvalidEvent> {
-    fn as_event(&'e self) -> Result<&'e AuthEvent<'e>, &'e InvalidEvent> {
-        self.as_ref()
+    fn item(&'e self) -> Item<'e> {
+        match self {
+            Ok(ev) => Item::Event(ev),
+            Err(e) => Item::Invalid(e),
+        }
     }
 }
 
 /// Events prepared ahead.
 const AHEAD: usize = 4;
+
+/// How far ahead `Ahead` starts loading the events themselves.
+const ITEM_AHEAD: usize = 8;
 
 /// Walks a slice of events for an engine, handing each over prepared (`Engine::prepare`)
 /// with the three steps spread over the events before it: event i + 3 is prepared,
@@ -211,6 +291,11 @@ impl<'e, T: AsEvent<'e>> Ahead<'e, T> {
                 engine.deepen(p);
             }
         }
+        // A decoded event spans several cache lines, and in `run` another thread wrote
+        // them: start loading them well before `prepare_item` reads them.
+        if let Some(item) = self.items.get(i + ITEM_AHEAD) {
+            prefetch_all(item);
+        }
         if let Some(item) = self.items.get(i + AHEAD - 1) {
             self.ring[(i + AHEAD - 1) % AHEAD] = Some(engine.prepare_item(item));
         }
@@ -227,28 +312,18 @@ impl<'e, T: AsEvent<'e>> Ahead<'e, T> {
 
 /// An event's keys, computed once per event.
 struct Keys<'e> {
+    account: Cow<'e, str>,
+    parts: KeyParts,
+}
+
+/// The keys that borrow nothing from the event.
+#[derive(Clone, Copy, Debug)]
+struct KeyParts {
     ip: IpAddr,
     ip_key: IpKey,
     ip_hash: u64,
-    account: std::borrow::Cow<'e, str>,
     acct_hash: u64,
     id_hash: Option<u64>,
-}
-
-impl<'e> Keys<'e> {
-    /// The keys again from their parts: only the account name is looked up (and
-    /// lower-cased again in the rare case it was).
-    fn from_parts(ev: &'e AuthEvent<'_>, p: &KeyParts) -> Keys<'e> {
-        let account = account_key(ev, p.lowered);
-        Keys {
-            ip: p.ip,
-            ip_key: p.ip_key,
-            ip_hash: p.ip_hash,
-            account,
-            acct_hash: p.acct_hash,
-            id_hash: p.id_hash,
-        }
-    }
 }
 
 /// What computing an event's keys takes from config (trusted proxies, account case,
@@ -262,62 +337,81 @@ pub struct Keyer {
 }
 
 impl Keyer {
-    fn keys<'e>(&self, ev: &'e AuthEvent<'_>) -> Result<Keys<'e>, InvalidEvent> {
+    fn keys<'a>(&self, ev: &AuthEvent<'a>) -> Result<Keys<'a>, InvalidEvent> {
         let ip = client_ip(ev, &self.trusted)?;
         let account = account_key(ev, self.lowercase);
         let ip_key = IpKey::from_addr(ip, self.v6_prefix);
         Ok(Keys {
-            ip,
-            ip_key,
-            ip_hash: ip_key.hash(),
-            acct_hash: hash_bytes(account.as_bytes()),
+            parts: KeyParts {
+                ip,
+                ip_key,
+                ip_hash: ip_key.hash(),
+                acct_hash: hash_bytes(account.as_bytes()),
+                id_hash: ev
+                    .raw
+                    .event_id
+                    .as_deref()
+                    .map(|id| hash_bytes(id.as_bytes())),
+            },
             account,
-            id_hash: ev
-                .raw
-                .event_id
-                .as_deref()
-                .map(|id| hash_bytes(id.as_bytes())),
         })
     }
 }
 
-/// The parts of an event's keys that borrow nothing from it.
-#[derive(Clone, Copy, Debug)]
-pub struct KeyParts {
-    ip: IpAddr,
-    ip_key: IpKey,
-    ip_hash: u64,
-    acct_hash: u64,
-    id_hash: Option<u64>,
-    /// The account name was lower-cased.
-    lowered: bool,
-}
-
 /// A decoded event with its keys computed (`Engine::keyer`), ready for `Ahead`. An event
 /// whose keys cannot be computed (a bad IP) is invalid, as `process_event` finds it.
+///
+/// It keeps only what the rules read, about a third of the event: in `run` it is
+/// written on the polling thread and read on the engine's, and each cache line it
+/// spans is a transfer between cores.
 #[derive(Debug)]
 pub struct Keyed<'a> {
-    ev: AuthEvent<'a>,
+    ts_ms: i64,
+    kind: EventKind,
+    outcome: Option<Outcome>,
+    user_exists: Option<bool>,
+    service: Option<Cow<'a, str>>,
+    trace_id: Option<Cow<'a, str>>,
+    account: Cow<'a, str>,
     parts: KeyParts,
 }
 
 impl<'a> Keyed<'a> {
-    pub fn new(keyer: &Keyer, ev: AuthEvent<'a>) -> Result<Keyed<'a>, InvalidEvent> {
-        let k = keyer.keys(&ev)?;
-        let parts = KeyParts {
-            ip: k.ip,
-            ip_key: k.ip_key,
-            ip_hash: k.ip_hash,
-            acct_hash: k.acct_hash,
-            id_hash: k.id_hash,
-            lowered: matches!(k.account, std::borrow::Cow::Owned(_)),
-        };
-        Ok(Keyed { ev, parts })
+    pub fn new(keyer: &Keyer, mut ev: AuthEvent<'a>) -> Result<Keyed<'a>, InvalidEvent> {
+        let Keys { account, parts } = keyer.keys(&ev)?;
+        Ok(Keyed {
+            ts_ms: ev.ts_ms,
+            kind: ev.kind,
+            outcome: ev.outcome,
+            user_exists: ev.user_exists(),
+            service: ev.raw.service.take(),
+            trace_id: ev.raw.trace_id.take(),
+            account,
+            parts,
+        })
+    }
+
+    fn facts(&self) -> Facts<'_> {
+        Facts {
+            ts_ms: self.ts_ms,
+            kind: self.kind,
+            outcome: self.outcome,
+            user_exists: self.user_exists,
+            service: self.service.as_deref(),
+            trace_id: self.trace_id.as_deref(),
+        }
+    }
+
+    fn keys(&self) -> Keys<'_> {
+        Keys {
+            account: Cow::Borrowed(&self.account),
+            parts: self.parts,
+        }
     }
 }
 
 impl Plan {
-    fn keys<'e>(&self, ev: &'e AuthEvent<'_>) -> Result<Keys<'e>, InvalidEvent> {
+    fn keys<'a>(&self, ev: &AuthEvent<'a>) -> Result<Keys<'a>, InvalidEvent> {
         self.keyer.keys(ev)
     }
 
@@ -559,7 +653,11 @@ impl Engine {
     /// changes state: skipping `warm` or `deepen`, or state changed in between, costs
     /// time, never correctness.
     pub fn prepare<'e>(&self, ev: &'e AuthEvent<'e>) -> Prepared<'e> {
-        self.start_loading(ev, self.plan.keys(ev))
+        let ready = match self.plan.keys(ev) {
+            Ok(k) => Ready::Event(ev, k),
+            Err(e) => Ready::Invalid(e),
+        };
+        self.start_loading(ready)
     }
 
     /// The config an event's keys are computed with, for computing them on another
@@ -568,41 +666,42 @@ impl Engine {
         &self.plan.keyer
     }
 
-    fn start_loading<'e>(
-        &self,
-        ev: &'e AuthEvent<'e>,
-        keys: Result<Keys<'e>, InvalidEvent>,
-    ) -> Prepared<'e> {
-        if let Ok(k) = &keys {
+    fn start_loading<'e>(&self, ready: Ready<'e>) -> Prepared<'e> {
+        if let Some((failure, k, _)) = ready.loads() {
             let c = &self.core;
             if let Some(h) = k.id_hash {
                 c.dedup.prefetch(h);
             }
             c.ips.prefetch_index(k.ip_hash);
-            if ev.is_failure() {
+            if failure {
                 c.accounts.prefetch_index(k.acct_hash);
             }
         }
-        Prepared(keys.map(|k| (ev, k)))
+        Prepared(ready)
     }
 
     /// `prepare` for an event as a driver holds it; a rejected one stays rejected.
     pub fn prepare_item<'e, T: AsEvent<'e>>(&self, item: &'e T) -> Prepared<'e> {
-        match (item.as_event(), item.key_parts()) {
-            (Ok(ev), Some(p)) => self.start_loading(ev, Ok(Keys::from_parts(ev, p))),
-            (Ok(ev), None) => self.prepare(ev),
-            (Err(e), _) => Prepared(Err(e.clone())),
+        match item.item() {
+            Item::Event(ev) => self.prepare(ev),
+            Item::Keyed(k) => self.start_loading(Ready::Keyed(k)),
+            Item::Invalid(e) => Prepared(Ready::Invalid(e.clone())),
         }
     }
 
     /// The second step (see `prepare`): starts loading the slots of the event's IP and,
     /// on a failure, its account.
     pub fn warm(&self, p: &Prepared<'_>) {
-        if let Ok((ev, k)) = &p.0 {
+        if let Some((failure, k, names)) = p.0.loads() {
             let c = &self.core;
             c.ips.prefetch_slot(k.ip_hash);
-            if ev.is_failure() {
+            if failure {
                 c.accounts.prefetch_slot(k.acct_hash);
+            }
+            // The names the rules read (compared, copied): in `run` they are in the
+            // message, last read on the polling thread.
+            for s in names.into_iter().flatten() {
+                prefetch(s.as_ptr());
             }
         }
     }
@@ -610,9 +709,8 @@ impl Engine {
     /// The third step (see `prepare`): with the slots in cache, starts loading what they
     /// point to (an IP's spilled windows and failure state, an account's failures).
     pub fn deepen(&self, p: &Prepared<'_>) {
-        if let Ok((ev, k)) = &p.0 {
+        if let Some((failure, k, _)) = p.0.loads() {
             let c = &self.core;
-            let failure = ev.is_failure();
             if let Some(s) = c.ips.find_by_hash(k.ip_hash) {
                 s.state.prefetch(failure);
             }
@@ -631,8 +729,15 @@ impl Engine {
     /// The last step (see `prepare`): processes the event exactly as `process_event`.
     pub fn process_prepared(&mut self, p: Prepared<'_>, out: &mut Vec<Signal>) -> Processed {
         match p.0 {
-            Ok((ev, k)) => self.core.process_keyed(&self.cfg, &self.plan, ev, &k, out),
-            Err(e) => self.core.invalid(e),
+            Ready::Event(ev, k) => {
+                self.core
+                    .process_keyed(&self.cfg, &self.plan, &Facts::of(ev), &k, out)
+            }
+            Ready::Keyed(k) => {
+                self.core
+                    .process_keyed(&self.cfg, &self.plan, &k.facts(), &k.keys(), out)
+            }
+            Ready::Invalid(e) => self.core.invalid(e),
         }
     }
 
@@ -715,7 +820,7 @@ impl Core {
         out: &mut Vec<Signal>,
     ) -> Processed {
         match plan.keys(ev) {
-            Ok(k) => self.process_keyed(cfg, plan, ev, &k, out),
+            Ok(k) => self.process_keyed(cfg, plan, &Facts::of(ev), &k, out),
             Err(e) => self.invalid(e),
         }
     }
@@ -724,7 +829,7 @@ impl Core {
         &mut self,
         cfg: &Config,
         plan: &Plan,
-        ev: &AuthEvent<'_>,
+        ev: &Facts<'_>,
         k: &Keys<'_>,
         out: &mut Vec<Signal>,
     ) -> Processed {
@@ -747,7 +852,7 @@ impl Core {
                 return self.invalid(e);
             }
         }
-        if let Some(h) = k.id_hash {
+        if let Some(h) = k.parts.id_hash {
             if self.dedup.seen(h, t) {
                 self.stats.duplicates += 1;
                 return Processed::Duplicate;
@@ -787,20 +892,26 @@ impl Core {
         &mut self,
         cfg: &Config,
         p: &Plan,
-        ev: &AuthEvent<'_>,
+        ev: &Facts<'_>,
         k: &Keys<'_>,
         out: &mut Vec<Signal>,
     ) {
-        let (ip, account, acct_hash, ip_key, ip_hash) =
-            (k.ip, k.account.as_ref(), k.acct_hash, k.ip_key, k.ip_hash);
+        let KeyParts {
+            ip,
+            ip_key,
+            ip_hash,
+            acct_hash,
+            ..
+        } = k.parts;
+        let account = k.account.as_ref();
         let t = ev.ts_ms;
         let wm = self.clock.watermark();
         let failure = ev.is_failure();
         let login = ev.is_login();
         let rules = &cfg.rules;
         let allowlisted = !p.allow.is_empty() && p.allow.contains(ip);
-        let service = ev.service().unwrap_or("unknown");
-        let trace = ev.trace_id();
+        let service = ev.service.unwrap_or("unknown");
+        let trace = ev.trace_id;
         let ctx = detectors::Ctx {
             factor: p.factor,
             samples: p.samples,
@@ -928,7 +1039,7 @@ impl Core {
                         ));
                     }
                 }
-                if rules.user_enumeration.enabled && ev.user_exists() == Some(false) {
+                if rules.user_enumeration.enabled && ev.user_exists == Some(false) {
                     fired.extend(
                         detectors::user_enumeration::observe_unknown_account_failure(
                             &rules.user_enumeration,
