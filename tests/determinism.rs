@@ -7,9 +7,8 @@ use std::collections::BTreeSet;
 use std::process::Command;
 
 use atowatch::config::Config;
-use atowatch::engine::Keyed;
 use atowatch::engine::{Engine, Processed};
-use atowatch::event::InvalidEvent;
+use atowatch::event::{AuthEvent, InvalidEvent};
 use atowatch::formats::{Format, decode, process_many};
 use atowatch::replay::replay_bytes;
 use atowatch::signal::{Rule, Signal};
@@ -311,17 +310,22 @@ fn loading_state_ahead_changes_no_result_at_any_chunk_size() {
             "chunks of {chunk}"
         );
     }
-    // As `run` does: keys computed apart from the engine (on the polling thread).
-    let mut e = Engine::new(Config::default());
-    let keyer = e.keyer().clone();
-    let max = e.config().input.max_event_bytes;
-    let keyed: Vec<Result<Keyed<'_>, InvalidEvent>> = lines
+    // Replay and `run` hand the engine events keyed apart (`Keyed`); it also takes
+    // decoded events whole, and keys them itself.
+    let max = Engine::new(Config::default())
+        .config()
+        .input
+        .max_event_bytes;
+    let decoded: Vec<Result<AuthEvent<'_>, InvalidEvent>> = lines
         .iter()
-        .map(|l| decode(Format::Native, l, max).and_then(|ev| Keyed::new(&keyer, ev)))
+        .map(|l| decode(Format::Native, l, max))
         .collect();
+    let mut e = Engine::new(Config::default());
     let mut got = Vec::new();
-    e.process_all(&keyed, &mut Vec::new(), |_, p, s| got.push(outcome(&p, s)));
-    assert_eq!(got, expected, "keyed apart");
+    e.process_all(&decoded, &mut Vec::new(), |_, p, s| {
+        got.push(outcome(&p, s))
+    });
+    assert_eq!(got, expected, "decoded whole");
     assert_eq!(format!("{:?}", e.stats()), format!("{:?}", one.stats()));
 }
 

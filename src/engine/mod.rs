@@ -377,8 +377,10 @@ pub struct Keyed<'a> {
 }
 
 impl<'a> Keyed<'a> {
-    pub fn new(keyer: &Keyer, mut ev: AuthEvent<'a>) -> Result<Keyed<'a>, InvalidEvent> {
-        let Keys { account, parts } = keyer.keys(&ev)?;
+    /// Keys `ev` and keeps what the rules read, taking its names out of it (so a
+    /// driver can decode into one event in place and key it, again and again).
+    pub fn new(keyer: &Keyer, ev: &mut AuthEvent<'a>) -> Result<Keyed<'a>, InvalidEvent> {
+        let Keys { account, parts } = keyer.keys(ev)?;
         Ok(Keyed {
             ts_ms: ev.ts_ms,
             kind: ev.kind,

@@ -76,6 +76,7 @@ impl<'c> Batch<'c> {
         keyer: &Keyer,
     ) -> Batch<'c> {
         decoded.clear();
+        let mut scratch = crate::event::AuthEvent::default();
         for m in &msgs {
             let p = m.payload().unwrap_or_default();
             // SAFETY: a payload is librdkafka's buffer, owned by the message's C object,
@@ -84,10 +85,13 @@ impl<'c> Batch<'c> {
             // `decoded`, which is dropped before `msgs` (field order) or emptied before
             // `msgs` is handed out (`into_parts`), and `msgs` is never changed meanwhile.
             let p: &'c [u8] = unsafe { std::slice::from_raw_parts(p.as_ptr(), p.len()) };
-            decoded.push(
-                crate::formats::decode(input.format_of(m.topic()), p, input.max_event_bytes)
-                    .and_then(|ev| Keyed::new(keyer, ev)),
-            );
+            decoded.push(crate::formats::decode_keyed(
+                input.format_of(m.topic()),
+                p,
+                input.max_event_bytes,
+                keyer,
+                &mut scratch,
+            ));
         }
         Batch { decoded, msgs }
     }
