@@ -361,8 +361,8 @@ impl Keyer {
 /// A decoded event with its keys computed (`Engine::keyer`), ready for `Ahead`. An event
 /// whose keys cannot be computed (a bad IP) is invalid, as `process_event` finds it.
 ///
-/// It keeps only what the rules read, about a third of the event: in `run` it is
-/// written on the polling thread and read on the engine's, and each cache line it
+/// It keeps only what the rules read: 168 bytes, where the event alone is 344. In `run`
+/// it is written on the polling thread and read on the engine's, and each cache line it
 /// spans is a transfer between cores.
 #[derive(Debug)]
 pub struct Keyed<'a> {
@@ -692,7 +692,7 @@ impl Engine {
     }
 
     /// The second step (see `prepare`): starts loading the slots of the event's IP and,
-    /// on a failure, its account.
+    /// on a failure, its account, and the names the rules will read.
     pub fn warm(&self, p: &Prepared<'_>) {
         if let Some((failure, k, names)) = p.0.loads() {
             let c = &self.core;
@@ -1483,5 +1483,11 @@ mod size_budget {
         assert!(std::mem::size_of::<Option<table::Slot<CompactString, AccountState>>>() <= 56);
         assert_eq!(std::mem::size_of::<IpKey>(), 16);
         assert!(std::mem::size_of::<state::IpHot>() <= 112);
+    }
+
+    /// In `run` every event crosses between cores as one of these (see `Keyed`).
+    #[test]
+    fn a_keyed_event_spans_at_most_three_cache_lines() {
+        assert!(std::mem::size_of::<Result<Keyed<'_>, InvalidEvent>>() <= 192);
     }
 }

@@ -82,8 +82,9 @@ impl<'c> Batch<'c> {
             // SAFETY: a payload is librdkafka's buffer, owned by the message's C object,
             // not by the `BorrowedMessage` value: it stays where it is and unchanged until
             // the message is dropped, however the value moves. Events borrowing it live in
-            // `decoded`, which is dropped before `msgs` (field order) or emptied before
-            // `msgs` is handed out (`into_parts`), and `msgs` is never changed meanwhile.
+            // `scratch`, dropped when this returns, and in `decoded`, which is dropped
+            // before `msgs` (field order) or emptied before `msgs` is handed out
+            // (`into_parts`), and `msgs` is never changed meanwhile.
             let p: &'c [u8] = unsafe { std::slice::from_raw_parts(p.as_ptr(), p.len()) };
             decoded.push(crate::formats::decode_keyed(
                 input.format_of(m.topic()),
