@@ -48,15 +48,6 @@ pub(crate) fn prefetch(p: *const u8) {
     let _ = p;
 }
 
-/// `prefetch` for each cache line of `r`.
-#[inline(always)]
-fn prefetch_all<T>(r: &T) {
-    let p = (r as *const T).cast::<u8>();
-    for off in (0..std::mem::size_of::<T>()).step_by(64) {
-        prefetch(p.wrapping_add(off));
-    }
-}
-
 /// What happened to one input event.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Processed {
@@ -247,9 +238,6 @@ impl<'e> AsEvent<'e> for Result<AuthEvent<'e>, InvalidEvent> {
 /// Events prepared ahead.
 const AHEAD: usize = 4;
 
-/// How far ahead `Ahead` starts loading the events themselves.
-const ITEM_AHEAD: usize = 8;
-
 /// Walks a slice of events for an engine, handing each over prepared (`Engine::prepare`)
 /// with the three steps spread over the events before it: event i + 3 is prepared,
 /// i + 2 warmed and i + 1 deepened before event i is handed over. Four in flight
@@ -290,11 +278,6 @@ impl<'e, T: AsEvent<'e>> Ahead<'e, T> {
             if let Some(p) = &self.ring[0] {
                 engine.deepen(p);
             }
-        }
-        // A decoded event spans several cache lines, and in `run` another thread wrote
-        // them: start loading them well before `prepare_item` reads them.
-        if let Some(item) = self.items.get(i + ITEM_AHEAD) {
-            prefetch_all(item);
         }
         if let Some(item) = self.items.get(i + AHEAD - 1) {
             self.ring[(i + AHEAD - 1) % AHEAD] = Some(engine.prepare_item(item));
