@@ -40,9 +40,18 @@ fn observable(kind: EntityType, value: &str) -> Value {
 
 /// A signal as its configured output JSON.
 pub fn render(s: &Signal, format: SignalFormat) -> String {
+    let mut buf = Vec::new();
+    render_into(s, format, &mut buf);
+    String::from_utf8(buf).expect("JSON is UTF-8")
+}
+
+/// `render`, appended to `buf` (replay reuses one buffer for every signal).
+pub fn render_into(s: &Signal, format: SignalFormat, buf: &mut Vec<u8>) {
     match format {
-        SignalFormat::Native => s.to_json(),
-        SignalFormat::Ocsf => detection_finding(s).to_string(),
+        SignalFormat::Native => serde_json::to_writer(buf, s).expect("signals serialize"),
+        SignalFormat::Ocsf => {
+            serde_json::to_writer(buf, &detection_finding(s)).expect("findings serialize")
+        }
     }
 }
 

@@ -421,15 +421,7 @@ impl Sink<'_> {
                 p.signal(s);
             }
             self.line_out.clear();
-            match self.output_format {
-                SignalFormat::Native => {
-                    serde_json::to_writer(&mut self.line_out, &*s).expect("signals serialize")
-                }
-                SignalFormat::Ocsf => {
-                    serde_json::to_writer(&mut self.line_out, &crate::finding::detection_finding(s))
-                        .expect("findings serialize")
-                }
-            }
+            crate::finding::render_into(s, self.output_format, &mut self.line_out);
             self.line_out.push(b'\n');
             if let Err(e) = self.out.write_all(&self.line_out) {
                 if e.kind() == io::ErrorKind::BrokenPipe {
