@@ -99,6 +99,11 @@ impl<K, S: Default> KeyTable<K, S> {
         &self.chunks[(id >> CHUNK_BITS) as usize][id as usize & (CHUNK - 1)]
     }
 
+    #[inline]
+    fn cell_mut(&mut self, id: u32) -> &mut Option<Slot<K, S>> {
+        &mut self.chunks[(id >> CHUNK_BITS) as usize][id as usize & (CHUNK - 1)]
+    }
+
     /// Starts loading both ends of slot `id`: a slot spans two or three cache lines and
     /// the rules read all of it.
     #[inline]
@@ -116,7 +121,7 @@ impl<K, S: Default> KeyTable<K, S> {
 
     #[inline]
     fn get_mut(&mut self, id: u32) -> Option<&mut Slot<K, S>> {
-        self.chunks[(id >> CHUNK_BITS) as usize][id as usize & (CHUNK - 1)].as_mut()
+        self.cell_mut(id).as_mut()
     }
 
     /// Starts loading the index line a lookup of `hash` reads first.
@@ -182,7 +187,7 @@ impl<K, S: Default> KeyTable<K, S> {
                 ((last << CHUNK_BITS) + self.chunks[last].len() - 1) as u32
             }
         };
-        self.chunks[(id >> CHUNK_BITS) as usize][id as usize & (CHUNK - 1)] = Some(slot);
+        *self.cell_mut(id) = Some(slot);
         self.index.insert(entry(id, hash));
         self.wheel.entry(bucket).or_default().push(id);
         self.len += 1;
@@ -271,7 +276,7 @@ impl<K, S: Default> KeyTable<K, S> {
     fn remove(&mut self, id: u32) {
         let hash = self.get(id).expect("live").hash;
         self.index.remove(entry(id, hash));
-        self.chunks[(id >> CHUNK_BITS) as usize][id as usize & (CHUNK - 1)] = None;
+        *self.cell_mut(id) = None;
         self.free.push(id);
         self.len -= 1;
     }
