@@ -147,23 +147,16 @@ impl Ready<'_> {
     /// Failure or not, the keys, and the names the rules read (account, service,
     /// trace id); `None` for an invalid event.
     fn loads(&self) -> Option<(bool, &KeyParts, [Option<&str>; 3])> {
-        match self {
-            Ready::Event(ev, k) => Some((
-                ev.is_failure(),
-                &k.parts,
-                [Some(&*k.account), ev.service(), ev.trace_id()],
-            )),
-            Ready::Keyed(k) => Some((
-                k.outcome == Some(Outcome::Failure),
-                &k.parts,
-                [
-                    Some(&*k.account),
-                    k.service.as_deref(),
-                    k.trace_id.as_deref(),
-                ],
-            )),
-            Ready::Invalid(_) => None,
-        }
+        let (ev, parts, account) = match self {
+            Ready::Event(ev, k) => (Facts::of(ev), &k.parts, &*k.account),
+            Ready::Keyed(k) => (k.facts(), &k.parts, &*k.account),
+            Ready::Invalid(_) => return None,
+        };
+        Some((
+            ev.is_failure(),
+            parts,
+            [Some(account), ev.service, ev.trace_id],
+        ))
     }
 }
 
