@@ -5,20 +5,18 @@
 //! `prefetch(hash)` can start loading the cache line a lookup will read while the
 //! engine is still busy with an earlier event. Each entry carries its key's hash's low
 //! 32 bits itself, so growing and deleting (backward shift, no tombstones) never read
-//! the keyed state: for `KeyTable` an entry is `(slot id + 1) << 32 | hash as u32`;
-//! for the duplicate-id sets it is the id hash itself.
+//! the keyed state: an entry is `(slot id + 1) << 32 | hash as u32` (`KeyTable`).
 //!
-//! Eight entries share a cache line. Key tables, whose lookups mostly find their key,
-//! keep the load at most 3/4; the duplicate-id sets, whose lookups mostly find nothing
-//! (and so run to the end of a cluster), at most 1/2 (`sparse`). Either way a lookup
-//! mostly reads one line.
+//! Eight entries share a cache line, and at a load of at most 3/4 a lookup, which
+//! mostly finds its key, mostly reads one line.
 
 pub struct HashIndex {
     entries: Vec<u64>,
     len: usize,
-    /// The most entries held per 8 places.
-    max_load_8ths: usize,
 }
+
+/// The most entries held per 8 places.
+const MAX_LOAD_8THS: usize = 6;
 
 const MIN_ENTRIES: usize = 16;
 
@@ -33,19 +31,10 @@ impl HashIndex {
         HashIndex {
             entries: Vec::new(),
             len: 0,
-            max_load_8ths: 6,
         }
     }
 
-    /// For sets whose lookups mostly miss: at a load of 3/4 a miss probed ~8 places and
-    /// Dedup::seen was a tenth of the engine thread's time in `run`.
-    pub fn sparse() -> Self {
-        HashIndex {
-            max_load_8ths: 4,
-            ..Self::new()
-        }
-    }
-
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.len
     }
@@ -94,7 +83,7 @@ impl HashIndex {
     /// absent.
     pub fn insert(&mut self, entry: u64) {
         debug_assert_ne!(entry, 0, "0 marks an empty place");
-        if (self.len + 1) * 8 > self.entries.len() * self.max_load_8ths {
+        if (self.len + 1) * 8 > self.entries.len() * MAX_LOAD_8THS {
             self.grow();
         }
         self.place(entry);
