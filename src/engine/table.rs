@@ -104,13 +104,18 @@ impl<K, S: Default> KeyTable<K, S> {
         &mut self.chunks[(id >> CHUNK_BITS) as usize][id as usize & (CHUNK - 1)]
     }
 
-    /// Starts loading both ends of slot `id`: a slot spans two or three cache lines and
-    /// the rules read all of it.
+    /// Starts loading every cache line slot `id` spans: the rules read all of it. An IP
+    /// slot (120 bytes) spans three lines in six places out of eight; loading only its
+    /// ends left the middle one to stall the first rule that read it.
     #[inline]
     fn prefetch_cell(&self, id: u32) {
         let start = (self.cell(id) as *const Option<Slot<K, S>>).cast::<u8>();
-        crate::engine::prefetch(start);
         let size = std::mem::size_of::<Option<Slot<K, S>>>();
+        let mut off = 0;
+        while off < size {
+            crate::engine::prefetch(start.wrapping_add(off));
+            off += 64;
+        }
         crate::engine::prefetch(start.wrapping_add(size - 1));
     }
 
@@ -130,8 +135,8 @@ impl<K, S: Default> KeyTable<K, S> {
         self.index.prefetch(hash);
     }
 
-    /// Starts loading the slot `hash` most likely names (both ends: a slot spans two or
-    /// three cache lines). Best after `prefetch_index` had time to bring the index line.
+    /// Starts loading the slot `hash` most likely names (all its lines). Best after
+    /// `prefetch_index` had time to bring the index line.
     #[inline]
     pub fn prefetch_slot(&self, hash: u64) {
         // Index entries name live slots only (`remove` takes them out).
