@@ -97,11 +97,20 @@ impl Lookback {
         }
     }
 
-    /// Starts loading the entries kept on the heap, if any.
+    /// Starts loading the entries kept on the heap, if any: all of them, since a push
+    /// looks through them all (four entries span two or three lines; loading only the
+    /// first left a push to stall on the rest).
     #[inline]
     pub fn prefetch(&self) {
         if let Lookback::Many(v) = self {
-            crate::engine::prefetch(v.as_ptr().cast());
+            let start = v.as_ptr().cast::<u8>();
+            let bytes = std::mem::size_of_val(v.as_slice());
+            let mut off = 0;
+            while off < bytes {
+                crate::engine::prefetch(start.wrapping_add(off));
+                off += 64;
+            }
+            crate::engine::prefetch(start.wrapping_add(bytes.saturating_sub(1)));
         }
     }
 
