@@ -296,14 +296,15 @@ impl Dedup {
         let floor = self.epoch(horizon);
         let ceiling = self.epoch(ahead);
         let moved = self.now.map_or(0, |n| now - n);
-        if self.len > 0 && moved < 0 {
+        if self.len > 0 && moved.abs() >= SPAN {
+            // A jump of 2^13 epochs either way: every id has left the window (or time
+            // went back past them all), and some could not be read back.
+            self.places.fill(0);
+            self.len = 0;
+        } else if self.len > 0 && moved < 0 {
             // Time went back (a wild clock was outvoted): read entries against the old
             // reference once more; what was forgotten stays forgotten.
             self.sweep_all(self.floor.max(floor), ceiling);
-        } else if self.len > 0 && moved >= SPAN {
-            // Every id has left the window, and some could not be read back.
-            self.places.fill(0);
-            self.len = 0;
         } else if self.len > 0 && self.now.is_some_and(|n| floor > n) {
             // A jump past the window (a quiet night): nearly every id is forgotten, and
             // the table is better emptied now than by the sweep over hours of new ids.
@@ -458,6 +459,22 @@ mod tests {
                 proptest::prop_assert!(d.len() >= live);
             }
         }
+    }
+
+    #[test]
+    fn time_going_back_keeps_what_is_still_in_the_window_and_no_more() {
+        let mut d = Dedup::new(10 * MIN, 1000);
+        let t = 1_763_700_000_000;
+        assert!(!d.seen(1, t - 30 * MIN));
+        assert!(!d.seen(2, t));
+        d.expire(t, i64::MAX);
+        assert!(!d.seen(1, t - 30 * MIN), "left the window");
+        // Back by a minute (a wild clock outvoted): the recent id stays.
+        d.expire(t - MIN, i64::MAX);
+        assert!(d.seen(2, t));
+        // Back by a year: nothing can be read back safely, so nothing is kept.
+        d.expire(t - 365 * 24 * 60 * MIN, i64::MAX);
+        assert_eq!(d.len(), 0);
     }
 
     #[test]
