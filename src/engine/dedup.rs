@@ -172,12 +172,7 @@ impl Dedup {
     }
 
     fn place(&mut self, e: u64) {
-        let mask = self.mask();
-        let mut i = e as usize & mask;
-        while self.places[i] != 0 {
-            i = (i + 1) & mask;
-        }
-        self.places[i] = e;
+        super::index::place(&mut self.places, e);
     }
 
     /// Doubles the table, leaving forgotten ids behind.
@@ -220,27 +215,9 @@ impl Dedup {
     /// Removes the entry at `i`; later entries of its run move back into the gap, so a
     /// lookup can still stop at the first empty place. Returns whether an entry moved
     /// into `i` (which must then be looked at again).
-    fn remove_at(&mut self, mut hole: usize) -> bool {
-        let start = hole;
-        let mask = self.mask();
-        let mut j = (hole + 1) & mask;
-        loop {
-            let e = self.places[j];
-            if e == 0 {
-                break;
-            }
-            let home = e as usize & mask;
-            // `e` may fill the hole unless its home lies after the hole (cyclically, in
-            // (hole, j]): it would then be found before reaching the hole.
-            if j.wrapping_sub(home) & mask >= j.wrapping_sub(hole) & mask {
-                self.places[hole] = e;
-                hole = j;
-            }
-            j = (j + 1) & mask;
-        }
-        self.places[hole] = 0;
+    fn remove_at(&mut self, hole: usize) -> bool {
         self.len -= 1;
-        hole != start
+        super::index::close_gap(&mut self.places, hole) != hole
     }
 
     /// Sweeps `n` places from `sweep_at`, removing ids outside `[floor, ceiling]`.

@@ -91,12 +91,7 @@ impl HashIndex {
     }
 
     fn place(&mut self, entry: u64) {
-        let mask = self.mask();
-        let mut i = entry as usize & mask;
-        while self.entries[i] != 0 {
-            i = (i + 1) & mask;
-        }
-        self.entries[i] = entry;
+        place(&mut self.entries, entry);
     }
 
     fn grow(&mut self) {
@@ -124,25 +119,48 @@ impl HashIndex {
                 _ => hole = (hole + 1) & mask,
             }
         }
-        let mut j = (hole + 1) & mask;
-        loop {
-            let e = self.entries[j];
-            if e == 0 {
-                break;
-            }
-            let home = e as usize & mask;
-            // `e` may fill the hole unless its home lies after the hole (cyclically, in
-            // (hole, j]): it would then be found before reaching the hole.
-            if j.wrapping_sub(home) & mask >= j.wrapping_sub(hole) & mask {
-                self.entries[hole] = e;
-                hole = j;
-            }
-            j = (j + 1) & mask;
-        }
-        self.entries[hole] = 0;
+        close_gap(&mut self.entries, hole);
         self.len -= 1;
         true
     }
+}
+
+/// Puts non-zero `entry` in the first empty place from its home (its low bits) in a
+/// linear-probing table (`places.len()` a power of two, with an empty place).
+#[inline]
+pub(super) fn place(places: &mut [u64], entry: u64) {
+    let mask = places.len() - 1;
+    let mut i = entry as usize & mask;
+    while places[i] != 0 {
+        i = (i + 1) & mask;
+    }
+    places[i] = entry;
+}
+
+/// Empties place `hole` of a linear-probing table of non-zero `u64` entries placed by
+/// their low bits (`places.len()` a power of two): later entries of its run move back
+/// into the gap, so a lookup can still stop at the first empty place. Returns the place
+/// left empty in the end (`hole` itself when nothing moved).
+#[inline]
+pub(super) fn close_gap(places: &mut [u64], mut hole: usize) -> usize {
+    let mask = places.len() - 1;
+    let mut j = (hole + 1) & mask;
+    loop {
+        let e = places[j];
+        if e == 0 {
+            break;
+        }
+        let home = e as usize & mask;
+        // `e` may fill the hole unless its home lies after the hole (cyclically, in
+        // (hole, j]): it would then be found before reaching the hole.
+        if j.wrapping_sub(home) & mask >= j.wrapping_sub(hole) & mask {
+            places[hole] = e;
+            hole = j;
+        }
+        j = (j + 1) & mask;
+    }
+    places[hole] = 0;
+    hole
 }
 
 #[cfg(test)]
