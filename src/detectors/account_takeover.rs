@@ -103,14 +103,7 @@ impl Lookback {
     #[inline]
     pub fn prefetch(&self) {
         if let Lookback::Many(v) = self {
-            let start = v.as_ptr().cast::<u8>();
-            let bytes = std::mem::size_of_val(v.as_slice());
-            let mut off = 0;
-            while off < bytes {
-                crate::engine::prefetch(start.wrapping_add(off));
-                off += 64;
-            }
-            crate::engine::prefetch(start.wrapping_add(bytes.saturating_sub(1)));
+            crate::engine::prefetch_span(v.as_ptr().cast(), std::mem::size_of_val(v.as_slice()));
         }
     }
 

@@ -48,6 +48,18 @@ pub(crate) fn prefetch(p: *const u8) {
     let _ = p;
 }
 
+/// `prefetch` for every cache line of the `len` bytes at `p` (a slot, a short list): the
+/// rules read all of it, and a line left out stalls its first reader.
+#[inline(always)]
+pub(crate) fn prefetch_span(p: *const u8, len: usize) {
+    let mut off = 0;
+    while off < len {
+        prefetch(p.wrapping_add(off));
+        off += 64;
+    }
+    prefetch(p.wrapping_add(len.saturating_sub(1)));
+}
+
 /// What happened to one input event.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Processed {

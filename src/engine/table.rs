@@ -110,13 +110,7 @@ impl<K, S: Default> KeyTable<K, S> {
     #[inline]
     fn prefetch_cell(&self, id: u32) {
         let start = (self.cell(id) as *const Option<Slot<K, S>>).cast::<u8>();
-        let size = std::mem::size_of::<Option<Slot<K, S>>>();
-        let mut off = 0;
-        while off < size {
-            crate::engine::prefetch(start.wrapping_add(off));
-            off += 64;
-        }
-        crate::engine::prefetch(start.wrapping_add(size - 1));
+        crate::engine::prefetch_span(start, std::mem::size_of::<Option<Slot<K, S>>>());
     }
 
     #[inline]
