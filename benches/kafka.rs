@@ -5,12 +5,15 @@
 //! default 1,000,000, plus the attacks: about 1.8M events), produces it to
 //! `auth-events`, then alternates R rounds of
 //!
-//! - a bare `BaseConsumer` in a fresh group that only reads every message, and
+//! - a bare `BaseConsumer` in a fresh group that only reads every message with `poll`
+//!   (the baseline of the target),
+//! - the same reading in batches (`rd_kafka_consume_batch_queue`, as atowatch does),
+//!   reported for comparison, and
 //! - `atowatch::kafka::run` in a fresh group with `stop_after`: every event through the
 //!   engine, signals produced to `ato-signals`, offsets committed,
 //!
 //! timing each from its first message to its last (group join reported apart), and
-//! reports medians: the machines this runs on are small and noisy, so the two are
+//! reports medians: the machines this runs on are small and noisy, so the three are
 //! interleaved in one run rather than compared across runs. Last, it runs the pipeline
 //! on fresh topics while producing at a steady rate and measures event-to-signal
 //! latency twice: from atowatch's own histogram (bucket-interpolated) and exactly, by
@@ -34,7 +37,8 @@
 //! - ATOWATCH_BENCH_CONFIG: a config file instead of the defaults (Kafka names aside)
 //! - ATOWATCH_BENCH_CONSUMER_PROPS: `k=v,k=v` librdkafka properties for both consumers,
 //!   for experiments
-//! - ATOWATCH_BENCH_PROFILE: `atowatch` or `bare` runs R rounds of that side alone
+//! - ATOWATCH_BENCH_PROFILE: `atowatch`, `bare` or `bare-batch` runs R rounds of that
+//!   side alone
 //!   after the setup, `latency` the latency phase alone (for profilers)
 //! - ATOWATCH_BENCH_REPORT_ONLY: accepted; this bench only reports anyway
 
@@ -471,8 +475,20 @@ fn clock_ticks() -> f64 {
     })
 }
 
+/// How a bare consumer takes messages from librdkafka.
+#[derive(Clone, Copy, PartialEq)]
+enum Read {
+    /// `BaseConsumer::poll`, one message per call: rdkafka's consumer API, the baseline
+    /// the target is set against.
+    Poll,
+    /// `rd_kafka_consume_batch_queue` on the consumer's queue, as `atowatch run` takes
+    /// them (from its own queue; `src/kafka/fetch.rs`): reported beside it, so the
+    /// share of atowatch's rate that comes from reading in batches is on view.
+    Batch,
+}
+
 /// Only reads: every message, touching its payload length.
-fn bare_round(brokers: &str, n: u64) -> Round {
+fn bare_round(brokers: &str, n: u64, read: Read) -> Round {
     let mut cc = ClientConfig::new();
     cc.set("bootstrap.servers", brokers)
         .set("group.id", fresh_group("bare"))
@@ -487,21 +503,52 @@ fn bare_round(brokers: &str, n: u64) -> Round {
     let mut first = None;
     let mut count = 0u64;
     let mut bytes = 0usize;
-    while count < n {
-        match c.poll(Duration::from_millis(100)) {
-            Some(Ok(m)) => {
-                if count == 0 {
-                    first = Some((Instant::now(), process_cpu()));
-                }
-                bytes += m.payload_len();
-                count += 1;
+    let mut poll_one = |count: &mut u64, bytes: &mut usize| match c.poll(Duration::from_millis(100))
+    {
+        Some(Ok(m)) => {
+            if *count == 0 {
+                first = Some((Instant::now(), process_cpu()));
             }
-            Some(Err(e)) => eprintln!("bare consumer: {e}"),
-            None => assert!(
-                t0.elapsed() < RUN_LIMIT,
-                "bare consumer read {count} of {n} in {RUN_LIMIT:?}"
-            ),
+            *bytes += m.payload_len();
+            *count += 1;
         }
+        Some(Err(e)) => eprintln!("bare consumer: {e}"),
+        None => assert!(
+            t0.elapsed() < RUN_LIMIT,
+            "bare consumer read {count} of {n} in {RUN_LIMIT:?}"
+        ),
+    };
+    if read == Read::Batch {
+        // The group is joined through `poll`: met by a batch read, the assignment would
+        // be answered with an unassign. One member, so no rebalance follows.
+        while count == 0 {
+            poll_one(&mut count, &mut bytes);
+        }
+        use rdkafka::bindings as rd;
+        // SAFETY: a handle to the live consumer's queue, released below; each message
+        // returned is destroyed once, after its length is read.
+        unsafe {
+            let q = rd::rd_kafka_queue_get_consumer(c.client().native_ptr());
+            let mut buf = vec![std::ptr::null_mut::<rd::rd_kafka_message_t>(); 1024];
+            while count < n {
+                // Never more than remain: a short batch waits out the timeout.
+                let want = buf.len().min((n - count) as usize);
+                let got = rd::rd_kafka_consume_batch_queue(q, 100, buf.as_mut_ptr(), want);
+                for &m in &buf[..got.max(0) as usize] {
+                    bytes += (*m).len;
+                    count += 1;
+                    rd::rd_kafka_message_destroy(m);
+                }
+                assert!(
+                    t0.elapsed() < RUN_LIMIT,
+                    "bare batch consumer read {count} of {n} in {RUN_LIMIT:?}"
+                );
+            }
+            rd::rd_kafka_queue_destroy(q);
+        }
+    }
+    while count < n {
+        poll_one(&mut count, &mut bytes);
     }
     let (end, end_cpu) = (Instant::now(), process_cpu());
     black_box(bytes);
@@ -979,8 +1026,13 @@ fn main() {
     // For profilers: one side alone, after the setup.
     if let Some(which) = profile {
         for r in 1..=rounds {
-            if which == "bare" {
-                let b = bare_round(&s.brokers, n);
+            if which == "bare" || which == "bare-batch" {
+                let read = if which == "bare" {
+                    Read::Poll
+                } else {
+                    Read::Batch
+                };
+                let b = bare_round(&s.brokers, n, read);
                 println!(
                     "profile round {r}: bare {:.0} events/s, {:.2} µs CPU/event",
                     rate(n - 1, b.read),
@@ -998,9 +1050,9 @@ fn main() {
         return;
     }
 
-    let (mut bare, mut ato) = (Vec::new(), Vec::new());
+    let (mut bare, mut batch, mut ato) = (Vec::new(), Vec::new(), Vec::new());
     for r in 1..=rounds {
-        let b = bare_round(&s.brokers, n);
+        let b = bare_round(&s.brokers, n, Read::Poll);
         println!(
             "round {r}: bare consumer {:>10.0} events/s ({:.2}s; join {:.0} ms), {:.2} µs CPU/event",
             rate(n - 1, b.read),
@@ -1008,6 +1060,14 @@ fn main() {
             ms(b.join),
             cpu_per_event(&b, n)
         );
+        let bb = bare_round(&s.brokers, n, Read::Batch);
+        println!(
+            "round {r}: bare, batches {:>10.0} events/s ({:.2}s), {:.2} µs CPU/event",
+            rate(n - 1, bb.read),
+            bb.read.as_secs_f64(),
+            cpu_per_event(&bb, n)
+        );
+        batch.push(bb);
         let a = atowatch_round(&s.brokers, n);
         println!(
             "round {r}: atowatch run  {:>10.0} events/s ({:.2}s; join {:.0} ms; {:.2}s in all), {:.2} µs CPU/event, {} signals, {} dead letters, {} late",
@@ -1037,6 +1097,7 @@ fn main() {
 
     let bare_rate = median(bare.iter().map(|b| rate(n - 1, b.read)).collect());
     let bare_join = median(bare.iter().map(|b| ms(b.join)).collect());
+    let batch_rate = median(batch.iter().map(|b| rate(n - 1, b.read)).collect());
     let ato_rate = median(ato.iter().map(|a| rate(n - 1, a.round.read)).collect());
     let ato_join = median(ato.iter().map(|a| ms(a.round.join)).collect());
     let ato_total = median(ato.iter().map(|a| a.total.as_secs_f64()).collect());
@@ -1059,7 +1120,10 @@ fn main() {
     );
     println!("  produce:            {:.0} events/s", rate(n, s.produce));
     println!(
-        "  bare consumer:      {bare_rate:.0} events/s (median of {rounds}; group join {bare_join:.0} ms)"
+        "  bare consumer:      {bare_rate:.0} events/s (median of {rounds}; group join {bare_join:.0} ms): BaseConsumer::poll"
+    );
+    println!(
+        "  bare, batches:      {batch_rate:.0} events/s (median of {rounds}): rd_kafka_consume_batch_queue, as atowatch reads"
     );
     println!(
         "  atowatch run:       {ato_rate:.0} events/s (median of {rounds}; group join {ato_join:.0} ms; {ato_total:.2}s to return, with drain and commit), {} signals, with commits",
@@ -1084,6 +1148,10 @@ fn main() {
     println!(
         "  ratio:              {ratio:.2} of bare (target >= 0.70)   {}",
         pass(ratio >= 0.70)
+    );
+    println!(
+        "                      {:.2} of bare reading in batches (no target; for comparison)",
+        ato_rate / batch_rate
     );
     println!(
         "  absolute:           {ato_rate:.0} events/s (target >= 300,000)  {}",

@@ -1,12 +1,13 @@
 //! The Kafka runtime: a consumer group in, signals and dead letters out, at-least-once.
 //!
-//! One thread owns the engine, the consumer and the producer, and runs every librdkafka
-//! callback (rebalance, delivery, commit, statistics) from its own `poll` calls, so the
-//! offset bookkeeping in [`offsets`] is touched by that thread alone; its mutex is never
-//! contended and exists only because callbacks get `&self`. A helper thread only decodes
-//! batches of polled messages ahead (pure functions over their payloads); it touches no
-//! state.
+//! Two threads run it (`pipeline`). The polling thread serves the consumer: rebalance,
+//! commit and statistics callbacks run from its `poll` calls, and it takes fetched
+//! messages in batches (`fetch`), decodes and keys them, and hands each batch over. The
+//! engine's thread owns the engine and the producer: it handles each message, publishes,
+//! serves delivery reports and commits. The offset bookkeeping in [`offsets`] is reached
+//! from both through one mutex, taken briefly per message and per callback.
 
+mod fetch;
 pub mod follow;
 pub mod offsets;
 pub mod pipeline;

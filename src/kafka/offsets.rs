@@ -56,6 +56,10 @@ pub struct PartitionState {
     suppress_until: i64,
     /// The highest offset this process has fed to the engine, across assignments.
     seen_through: i64,
+    /// Whether librdkafka's last statistics showed messages not yet handed over
+    /// (fetched, or still on the broker); `None` before its first report on this
+    /// assignment.
+    unread: Option<bool>,
 }
 
 #[derive(Debug, Default)]
@@ -89,6 +93,23 @@ impl Tracker {
         p.next = -1;
         p.committed = committed;
         p.suppress_until = suppress_until;
+        p.unread = None;
+    }
+
+    /// Records what librdkafka's statistics say of a partition's unread messages.
+    pub fn set_unread(&mut self, topic: &str, partition: i32, unread: bool) {
+        if let Some(s) = self.find(topic, partition) {
+            self.parts[s as usize].unread = Some(unread);
+        }
+    }
+
+    /// Whether the partition has messages still to come, as far as is known: an
+    /// unknown answer is `unknown`.
+    pub fn unread(&self, slot: u32, unknown: bool) -> bool {
+        self.parts
+            .get(slot as usize)
+            .and_then(|p| p.unread)
+            .unwrap_or(unknown)
     }
 
     /// The highest offset of the partition already fed to the engine, or -1.
@@ -126,6 +147,7 @@ impl Tracker {
             committed: -1,
             suppress_until: -1,
             seen_through: -1,
+            unread: None,
         });
         if let Ok(p) = usize::try_from(partition) {
             if self.by_partition.len() <= p {
@@ -289,6 +311,20 @@ mod tests {
         t.assign("events", 0, -1, -1);
         let s = t.slot("events", 0).unwrap();
         (t, s)
+    }
+
+    #[test]
+    fn unread_messages_are_unknown_until_reported_and_again_after_reassignment() {
+        let (mut t, s) = tracker();
+        assert!(t.unread(s, true) && !t.unread(s, false), "unknown at first");
+        t.set_unread("events", 0, true);
+        assert!(t.unread(s, false));
+        t.set_unread("events", 0, false);
+        assert!(!t.unread(s, true));
+        t.set_unread("other", 0, true);
+        assert!(!t.unread(s, true), "another topic's report");
+        t.assign("events", 0, 5, -1);
+        assert!(!t.unread(s, false) && t.unread(s, true), "unknown again");
     }
 
     #[test]

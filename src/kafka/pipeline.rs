@@ -7,11 +7,11 @@
 //! a rebalance or SIGTERM commits everything that was published; SIGKILL commits nothing
 //! new and the restart re-reads from the last commit, producing the same `signal_id`s.
 //!
-//! Three threads share the work: one polls (and so runs the rebalance callbacks), one
-//! runs the engine and publishes, and a helper decodes each batch a chunk ahead of the
-//! engine. A message whose partition is revoked while it is in the engine is published
-//! but holds no offset: the new owner re-reads it from the commit (a duplicate with the
-//! same `signal_id`, never a gap).
+//! Two threads share the work. One polls (and so runs the rebalance callbacks), takes
+//! fetched messages in batches (`fetch`) and decodes them (`Batch`); the other runs the
+//! engine and publishes, a batch behind. A message whose partition is revoked while it
+//! is in the engine is published but holds no offset: the new owner re-reads it from the
+//! commit (a duplicate with the same `signal_id`, never a gap).
 //!
 //! Messages are handled in the order librdkafka hands them over: partition by partition,
 //! one fetched chunk at a time. Live, partitions interleave finely; catching up on a
@@ -29,7 +29,7 @@ use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
 use rdkafka::error::{KafkaError as RdError, KafkaResult, RDKafkaErrorCode};
-use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
@@ -42,6 +42,7 @@ use crate::logging::{self, Level};
 use crate::metrics::{EngineSync, Metrics};
 use crate::signal::Signal;
 
+use super::fetch::{FetchQueue, Msg, Wake};
 use super::offsets::{Handling, Origin, Tracker};
 use super::{Health, KafkaError, consumer_config, producer_config, property_error};
 
@@ -66,7 +67,7 @@ struct Batch<'c> {
     // positions their topic names.
     decoded: Vec<Decoded<'c>>,
     pos: Vec<MsgPos<'c>>,
-    msgs: Vec<BorrowedMessage<'c>>,
+    msgs: Vec<Msg<'c>>,
 }
 
 /// Where a message sits, read on the polling thread with the rest of it: the engine's
@@ -81,7 +82,7 @@ struct MsgPos<'c> {
 }
 
 /// A batch's buffers, emptied for reuse.
-type Spare<'c> = (Vec<BorrowedMessage<'c>>, Vec<Decoded<'c>>, Vec<MsgPos<'c>>);
+type Spare<'c> = (Vec<Msg<'c>>, Vec<Decoded<'c>>, Vec<MsgPos<'c>>);
 
 impl<'c> Batch<'c> {
     /// Decodes `msgs` into `decoded` (emptied first; passed in to reuse its buffer).
@@ -93,11 +94,21 @@ impl<'c> Batch<'c> {
         decoded.clear();
         pos.clear();
         let mut scratch = crate::event::AuthEvent::default();
+        // Messages of one topic share its object: its name is read once per run of them.
+        let mut last_topic: (*const std::ffi::c_void, &'c str) = (std::ptr::null(), "");
         for m in &msgs {
             // SAFETY: the name belongs to librdkafka's topic object, which the message
             // holds a reference to until it is dropped; `pos` is dropped or emptied
             // before `msgs`, as the events below.
-            let topic: &'c str = unsafe { &*(m.topic() as *const str) };
+            let topic: &'c str = match m {
+                Msg::Fetched(f) if f.topic_handle() == last_topic.0 => last_topic.1,
+                Msg::Fetched(f) => {
+                    let t: &'c str = unsafe { &*(m.topic() as *const str) };
+                    last_topic = (f.topic_handle(), t);
+                    t
+                }
+                Msg::Polled(_) => unsafe { &*(m.topic() as *const str) },
+            };
             pos.push(MsgPos {
                 topic,
                 partition: m.partition(),
@@ -105,7 +116,7 @@ impl<'c> Batch<'c> {
             });
             let p = m.payload().unwrap_or_default();
             // SAFETY: a payload is librdkafka's buffer, owned by the message's C object,
-            // not by the `BorrowedMessage` value: it stays where it is and unchanged until
+            // not by the `Msg` value: it stays where it is and unchanged until
             // the message is dropped, however the value moves. Events borrowing it live in
             // `scratch`, dropped when this returns, and in `decoded`, which is dropped
             // before `msgs` (field order) or emptied before `msgs` is handed out
@@ -216,6 +227,8 @@ struct Shared {
     producer: OnceLock<Arc<BaseProducer<ProducerCtx>>>,
     warmup_ms: i64,
     decisions: Arc<DecisionTable>,
+    /// Where assigned partitions deliver (`ConsumerCtx::on_assign` forwards them).
+    fetchq: Mutex<Option<Arc<FetchQueue>>>,
 }
 
 impl Shared {
@@ -301,12 +314,23 @@ impl ClientContext for ConsumerCtx {
         self.shared.health.brokers_up.store(up, Ordering::Relaxed);
         m.brokers_up.set(up);
         let mut fetchq = 0;
+        let mut tracker = self.shared.tracker();
         for (topic, t) in &s.topics {
             for (p, ps) in &t.partitions {
                 if *p < 0 || !ps.desired {
                     continue;
                 }
                 fetchq += ps.fetchq_cnt.max(0);
+                // Fetched and not handed over, or not fetched yet: up to the last stable
+                // offset (the high watermark outside transactions), which is as far as a
+                // consumer can read.
+                let end = if ps.ls_offset >= 0 {
+                    ps.ls_offset
+                } else {
+                    ps.hi_offset
+                };
+                let unread = ps.fetchq_cnt > 0 || (ps.app_offset >= 0 && end > ps.app_offset);
+                tracker.set_unread(topic, *p, unread);
                 if ps.consumer_lag >= 0 {
                     m.consumer_lag
                         .with_label_values(&[topic.as_str(), &p.to_string()])
@@ -314,6 +338,7 @@ impl ClientContext for ConsumerCtx {
                 }
             }
         }
+        drop(tracker);
         m.fetch_queue.set(fetchq);
         m.ready.set(self.shared.health.ready() as i64);
     }
@@ -512,6 +537,13 @@ impl ConsumerCtx {
         }
         let active = tracker.active().count() as i64;
         drop(tracker);
+        if let Some(q) = &*sh.fetchq.lock().unwrap_or_else(|p| p.into_inner()) {
+            for (t, p, _) in &parts {
+                if let Err(e) = q.forward(t, *p) {
+                    crate::warn!(LOG, "{e}; its messages are polled one at a time");
+                }
+            }
+        }
         let r = if cooperative {
             consumer.incremental_assign(&assign)
         } else {
@@ -746,8 +778,22 @@ fn backoff(attempts: u32) -> Duration {
 
 /// The consumer loop. Owns the engine; returns when stopped and drained.
 pub struct Pipeline {
+    // Before the consumer, so dropped first (see `FetchQueue::new`).
+    fetchq: Arc<FetchQueue>,
     consumer: BaseConsumer<ConsumerCtx>,
     w: Worker,
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        // The context outlives the consumer; its copy must not keep the queue past it.
+        self.w
+            .shared
+            .fetchq
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+    }
 }
 
 /// Everything but the consumer, so a polled message (which borrows the consumer) can be
@@ -768,6 +814,9 @@ struct Worker {
     sources: Vec<SourceSeen>,
     /// Fetching is paused by backpressure.
     paused: bool,
+    /// librdkafka reports statistics (`statistics.interval.ms` > 0), so a partition's
+    /// unread messages are known (`idle_sources`).
+    stats_on: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -778,24 +827,34 @@ struct SourceSeen {
     idle: bool,
 }
 
-/// Polls batches of up to `BATCH` messages and hands them over until `reading` is
-/// cleared or the receiver is gone. A batch is what arrived without waiting once the
-/// first message did, so a quiet stream is handed over message by message. A rebalance
-/// while polling leaves the messages polled before it to the tracker: those of revoked
-/// partitions are skipped (the new owner reads them from the commit), the others
-/// handled as usual.
+/// Takes batches of up to `BATCH` messages (`FetchQueue`) and hands them over until
+/// `reading` is cleared or the receiver is gone. A batch is what has arrived; with
+/// nothing there the thread sleeps until something does, so a quiet stream is handed
+/// over message by message. A rebalance while polling leaves the messages taken before
+/// it to the tracker: those of revoked partitions are skipped (the new owner reads them
+/// from the commit), the others handled as usual.
 ///
 /// Each batch is decoded here (`Batch`). Handled batches come back on `done` to be freed
 /// here: releasing a message is librdkafka work (a reference count, a free per message)
 /// that cost the engine's thread, the one that limits throughput, a tenth of its time.
 fn read_batches<'c>(
     consumer: &'c BaseConsumer<ConsumerCtx>,
+    fetchq: &'c FetchQueue,
     input: &crate::config::InputConfig,
     keyer: &Keyer,
     reading: &AtomicBool,
     tx: &std::sync::mpsc::SyncSender<Batch<'c>>,
     done: &std::sync::mpsc::Receiver<Batch<'c>>,
 ) {
+    let consume_error = |e: &dyn std::fmt::Display| {
+        logging::log_limited(
+            Level::Warn,
+            LOG,
+            "poll",
+            Duration::from_secs(10),
+            format_args!("consume error: {e}"),
+        )
+    };
     let mut spare: Option<Spare<'c>> = None;
     while reading.load(Ordering::Relaxed) {
         while let Ok(old) = done.try_recv() {
@@ -810,29 +869,24 @@ fn read_batches<'c>(
                 Vec::with_capacity(BATCH),
             )
         });
-        while batch.len() < BATCH {
-            let wait = if batch.is_empty() {
-                IDLE_POLL
-            } else {
-                Duration::ZERO
-            };
-            match consumer.poll(wait) {
-                Some(Ok(msg)) => batch.push(msg),
-                Some(Err(e)) => {
-                    logging::log_limited(
-                        Level::Warn,
-                        LOG,
-                        "poll",
-                        Duration::from_secs(10),
-                        format_args!("consume error: {e}"),
-                    );
-                    break;
-                }
-                None => break,
+        // Events first (rebalances run here), then what was fetched. A `poll` that
+        // serves an event returns nothing, so it is repeated while events remain; the
+        // bound keeps a stream of them from starving the messages.
+        for _ in 0..64 {
+            if batch.len() >= BATCH || !fetchq.consumer_events() {
+                break;
+            }
+            match consumer.poll(Duration::ZERO) {
+                Some(Ok(msg)) => batch.push(Msg::Polled(msg)),
+                Some(Err(e)) => consume_error(&e),
+                None => {}
             }
         }
+        let room = BATCH - batch.len();
+        fetchq.take(&mut batch, room, |e| consume_error(&e));
         if batch.is_empty() {
             spare = Some((batch, decoded, pos));
+            fetchq.wait(IDLE_POLL);
         } else if tx
             .send(Batch::decode((batch, decoded, pos), input, keyer))
             .is_err()
@@ -905,8 +959,14 @@ impl Pipeline {
             producer: OnceLock::new(),
             warmup_ms,
             decisions,
+            fetchq: Mutex::new(None),
         });
         let kcfg = &shared.cfg.kafka;
+        let ccfg = consumer_config(kcfg);
+        let stats_on = ccfg
+            .get("statistics.interval.ms")
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .is_some_and(|ms| ms > 0);
         let producer: BaseProducer<ProducerCtx> = producer_config(kcfg)
             .create_with_context(ProducerCtx {
                 shared: shared.clone(),
@@ -914,7 +974,7 @@ impl Pipeline {
             .map_err(|e| property_error(kcfg, "producer", e))?;
         let producer = Arc::new(producer);
         let _ = shared.producer.set(producer.clone());
-        let consumer: BaseConsumer<ConsumerCtx> = consumer_config(kcfg)
+        let mut consumer: BaseConsumer<ConsumerCtx> = ccfg
             .create_with_context(ConsumerCtx {
                 shared: shared.clone(),
             })
@@ -935,7 +995,16 @@ impl Pipeline {
             kcfg.signals_topic,
             kcfg.dead_letter_topic
         );
+        // Last, with nothing left to fail: from here `Pipeline`'s drop releases the queue
+        // before the consumer (an early return would drop the consumer while `shared`
+        // still held it).
+        let wake = Arc::new(Wake::default());
+        let w = wake.clone();
+        consumer.set_nonempty_callback(move || w.notify());
+        let fetchq = Arc::new(FetchQueue::new(&consumer, wake));
+        *shared.fetchq.lock().unwrap_or_else(|p| p.into_inner()) = Some(fetchq.clone());
         Ok(Pipeline {
+            fetchq,
             consumer,
             w: Worker {
                 engine,
@@ -950,6 +1019,7 @@ impl Pipeline {
                 summary: RunSummary::default(),
                 sources: Vec::new(),
                 paused: false,
+                stats_on,
             },
         })
     }
@@ -974,13 +1044,22 @@ impl Pipeline {
             let (tx, rx) = std::sync::mpsc::sync_channel::<Batch<'_>>(1);
             let (done_tx, done_rx) = std::sync::mpsc::channel::<Batch<'_>>();
             let consumer = &self.consumer;
+            let fetchq = &*self.fetchq;
             let reading = &reading;
             let shared = self.w.shared.clone();
             let keyer = self.w.engine.keyer().clone();
             let reader = std::thread::Builder::new()
                 .name("poll".into())
                 .spawn_scoped(scope, move || {
-                    read_batches(consumer, &shared.cfg.input, &keyer, reading, &tx, &done_rx)
+                    read_batches(
+                        consumer,
+                        fetchq,
+                        &shared.cfg.input,
+                        &keyer,
+                        reading,
+                        &tx,
+                        &done_rx,
+                    )
                 });
             if let Err(e) = reader {
                 crate::error!(LOG, "cannot start the polling thread: {e}");
@@ -1157,7 +1236,11 @@ impl Pipeline {
 impl Worker {
     /// Partitions that delivered nothing for `kafka.partition_idle_after`, or were
     /// revoked, stop holding the watermark back. While fetching is paused silence means
-    /// nothing, so the clock stops.
+    /// nothing, so the clock stops. Nor is a partition idle while librdkafka's
+    /// statistics show it has messages to come: catching up on a backlog, one partition
+    /// can wait longer than that for its turn, and letting the watermark run past it
+    /// expired state its events still needed (tests/kafka.rs, the backlog tests). Until
+    /// the first statistics report, that is assumed when statistics are on.
     fn idle_sources(&mut self, now: Instant) {
         let after = Duration::from_millis(self.shared.cfg.kafka.partition_idle_after.ms() as u64);
         let tracker = self.shared.tracker();
@@ -1173,7 +1256,10 @@ impl Worker {
             let gone = !tracker.is_active(slot as u32);
             if self.paused && !gone {
                 s.last = now;
-            } else if gone || now.duration_since(s.last) >= after {
+            } else if gone
+                || (now.duration_since(s.last) >= after
+                    && !tracker.unread(slot as u32, self.stats_on))
+            {
                 s.idle = true;
                 self.engine.set_source_idle(slot as u32);
             }
@@ -1231,12 +1317,7 @@ impl Worker {
 
     /// Handles polled messages in order, decoded ahead (`Batch`), each with its state
     /// loaded a few messages ahead (`engine::Ahead`).
-    fn handle_batch(
-        &mut self,
-        msgs: &[BorrowedMessage<'_>],
-        pos: &[MsgPos<'_>],
-        decoded: &[Decoded<'_>],
-    ) {
+    fn handle_batch(&mut self, msgs: &[Msg<'_>], pos: &[MsgPos<'_>], decoded: &[Decoded<'_>]) {
         let mut ahead = crate::engine::Ahead::new(decoded);
         // `Batch::decode` yields one position and one event per message; all three are
         // cut at the same `n`.
@@ -1248,7 +1329,7 @@ impl Worker {
         }
     }
 
-    fn handle(&mut self, msg: &BorrowedMessage<'_>, at: MsgPos<'_>, prepared: Prepared<'_>) {
+    fn handle(&mut self, msg: &Msg<'_>, at: MsgPos<'_>, prepared: Prepared<'_>) {
         let MsgPos {
             topic,
             partition,
@@ -1328,7 +1409,7 @@ impl Worker {
         if outputs == 0 {
             return;
         }
-        let source_ts = msg.timestamp().to_millis();
+        let source_ts = msg.timestamp_ms();
         let sh = self.shared.clone();
         let src_headers = |h: OwnedHeaders| {
             h.insert(Header {
