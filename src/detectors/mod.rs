@@ -93,6 +93,41 @@ impl Fired {
     }
 }
 
+/// When an entity counts as attacked (or under attack) for `account_takeover`, in event
+/// time, and which rule said so.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Flag {
+    pub from: i64,
+    pub until: i64,
+    pub rule: Rule,
+}
+
+impl Flag {
+    pub fn new(from: i64, until: i64, rule: Rule) -> Flag {
+        Flag { from, until, rule }
+    }
+
+    pub fn covers(&self, t: i64) -> bool {
+        self.from <= t && t <= self.until
+    }
+
+    /// Takes in another flag on the same entity. A later one that starts after this
+    /// ended replaces it (a new attack); otherwise the two make one span, named after
+    /// the rule whose flag ends last. A span also covers any gap between flags read out
+    /// of order, which in time order would have been two.
+    pub fn cover(&mut self, other: Flag) {
+        if other.from > self.until {
+            *self = other;
+            return;
+        }
+        self.from = self.from.min(other.from);
+        if other.until > self.until {
+            self.until = other.until;
+            self.rule = other.rule;
+        }
+    }
+}
+
 /// How many timestamps a window keeps, as a multiple of the escalation count: beyond it
 /// evidence counts saturate ("at least"). Only attacking keys ever fill a window.
 pub const WINDOW_HEADROOM: usize = 4;
@@ -119,5 +154,30 @@ pub fn ratio(num: u64, den: u64) -> f64 {
         0.0
     } else {
         num as f64 / den as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flag_read_behind_another_widens_it_and_a_later_attack_starts_afresh() {
+        let mut f = Flag::new(1_000, 2_000, Rule::Bruteforce);
+        f.cover(Flag::new(500, 1_500, Rule::DistributedBruteforce));
+        assert_eq!(
+            f,
+            Flag::new(500, 2_000, Rule::Bruteforce),
+            "read behind: widened"
+        );
+        assert!(f.covers(500) && f.covers(2_000) && !f.covers(499) && !f.covers(2_001));
+        f.cover(Flag::new(1_800, 3_000, Rule::DistributedBruteforce));
+        assert_eq!(f, Flag::new(500, 3_000, Rule::DistributedBruteforce));
+        f.cover(Flag::new(5_000, 6_000, Rule::Bruteforce));
+        assert_eq!(
+            f,
+            Flag::new(5_000, 6_000, Rule::Bruteforce),
+            "after the last ended: a new attack, not one long one"
+        );
     }
 }

@@ -53,7 +53,8 @@ impl TopK {
 #[derive(Clone, Debug, Default)]
 struct Source {
     times: TopK,
-    /// Counted in the watermark: assigned, delivering, and with a time.
+    /// Counted in the watermark: delivering and with a time, or expected (assigned,
+    /// with events to come) and holding it.
     live: bool,
 }
 
@@ -135,6 +136,19 @@ impl Clock {
         self.current = id;
     }
 
+    /// Source `id` (just assigned) has events to come but none has arrived: it holds
+    /// the watermark where it is until its first event, which is never late. Without
+    /// this, whichever partition delivers first runs the watermark, and the expiry of
+    /// state, ahead of partitions still waiting their turn, and their events then find
+    /// the state they belong with gone (as Flink, where an input with no watermark yet
+    /// holds the operator's back). A source already live is left as it is.
+    pub fn expect(&mut self, id: usize) {
+        if id >= self.sources.len() {
+            self.sources.resize_with(id + 1, Source::default);
+        }
+        self.sources[id].live = true;
+    }
+
     /// Source `id` has nothing to deliver (or is gone): it stops holding the watermark
     /// back and forgets its time, so its next event starts it afresh.
     pub fn set_idle(&mut self, id: usize) {
@@ -170,7 +184,7 @@ impl Clock {
         // watermark to at most `ts - lateness`, so comparing with the current one is
         // exact.
         let src = &self.sources[self.current];
-        if established && src.live && ts < self.wm {
+        if established && !src.times.top.is_empty() && ts < self.wm {
             return Admit::Late;
         }
         self.insert(ts);
@@ -205,13 +219,15 @@ impl Clock {
             self.wm = i64::MIN;
             return;
         }
-        if let Some(min) = self
-            .sources
-            .iter()
-            .filter(|s| s.live)
-            .filter_map(|s| s.times.kth())
-            .min()
-        {
+        let mut min = None::<i64>;
+        for s in self.sources.iter().filter(|s| s.live) {
+            match s.times.kth() {
+                // Expected and not yet heard from: the watermark holds.
+                None => return,
+                Some(t) => min = Some(min.map_or(t, |m| m.min(t))),
+            }
+        }
+        if let Some(min) = min {
             self.wm = min.saturating_sub(self.lateness);
         }
     }
@@ -354,8 +370,11 @@ mod tests {
         let mut held = i64::MIN;
         for step in 0..20_000 {
             let src = rng.random_range(0..4);
-            if rng.random_range(0..100) == 0 {
+            let dice = rng.random_range(0..200);
+            if dice < 2 {
                 c.set_idle(src);
+            } else if dice < 3 {
+                c.expect(src);
             } else {
                 c.set_source(src);
                 // Each source runs forward at its own pace, now and then a little back.
@@ -367,20 +386,50 @@ mod tests {
                 };
                 c.admit(heads[src] - rng.random_range(0..=back));
             }
-            let live: Vec<i64> = c
+            let live: Vec<Option<i64>> = c
                 .sources
                 .iter()
                 .filter(|s| s.live)
-                .filter_map(|s| s.times.kth())
+                .map(|s| s.times.kth())
                 .collect();
             let want = if c.all.top.len() < 3 {
                 i64::MIN
+            } else if live.contains(&None) {
+                held
             } else {
-                live.iter().min().map_or(held, |m| m - 60_000)
+                live.iter().flatten().min().map_or(held, |m| m - 60_000)
             };
             assert_eq!(c.watermark(), want, "step {step}");
             held = want;
         }
+    }
+
+    #[test]
+    fn an_assigned_partition_not_yet_heard_from_holds_the_watermark() {
+        let mut c = clock();
+        // Partitions 0 and 1 are assigned; 0's backlog comes first.
+        c.expect(0);
+        c.expect(1);
+        c.set_source(0);
+        for i in 0..600 {
+            c.admit(T + i * 1_000);
+        }
+        assert_eq!(c.watermark(), i64::MIN, "1 has not been heard from");
+        assert_eq!(c.live_sources(), 2);
+        c.set_source(1);
+        assert_eq!(c.admit(T), Admit::Accept, "its first event is not late");
+        for i in 0..3 {
+            c.admit(T + i);
+        }
+        assert_eq!(c.watermark(), T - 60_000);
+        // Once idle (nothing to come after all), it holds nothing back.
+        c.expect(2);
+        c.set_source(0);
+        c.admit(T + 600_000);
+        assert_eq!(c.watermark(), T - 60_000);
+        c.set_idle(1);
+        c.set_idle(2);
+        assert_eq!(c.watermark(), T + 598_000 - 60_000);
     }
 
     #[test]

@@ -20,7 +20,9 @@ use std::net::IpAddr;
 use compact_str::CompactString;
 
 use crate::config::Config;
-use crate::detectors::{self, Fire, Fired, account_takeover, campaign_participant, window_cap};
+use crate::detectors::{
+    self, Fire, Fired, Flag, account_takeover, campaign_participant, window_cap,
+};
 use crate::event::{
     AuthEvent, EventKind, InvalidEvent, InvalidReason, Outcome, decode_native_into, format_ts,
 };
@@ -526,13 +528,13 @@ struct Core {
     fires: Vec<Fire>,
     next_expiry: i64,
     first_ts: Option<i64>,
-    /// Accounts under attack: hash -> (flagged until, rule). Small; read on every
+    /// Accounts under attack: hash -> when, and by which rule. Small; read on every
     /// successful sign-in.
-    flagged_accounts: hashbrown::HashMap<u64, (i64, Rule)>,
-    /// IPs an IP rule flagged: hash -> (flagged until, rule). Mirrors the flag in the
+    flagged_accounts: hashbrown::HashMap<u64, Flag>,
+    /// IPs an IP rule flagged: hash -> when, and by which rule. Mirrors the flag in the
     /// IP's `Fired` so that a successful sign-in, the most common event, need not load
     /// the IP's boxed failure state (a cache miss) to learn it is not flagged.
-    flagged_ips: hashbrown::HashMap<u64, (i64, Rule)>,
+    flagged_ips: hashbrown::HashMap<u64, Flag>,
 }
 
 /// Event time between sweeps of the expiry wheels.
@@ -583,6 +585,12 @@ impl Engine {
     #[inline]
     pub fn set_source(&mut self, id: u32) {
         self.core.clock.set_source(id as usize);
+    }
+
+    /// Source `id` (a newly assigned partition) has events to come: until its first
+    /// arrives it holds the watermark, and so the expiry of state, where it is.
+    pub fn expect_source(&mut self, id: u32) {
+        self.core.clock.expect(id as usize);
     }
 
     /// Source `id` has nothing to deliver, or is gone: it stops holding the watermark
@@ -871,10 +879,10 @@ impl Core {
         self.services.expire(wm);
         self.dedup.expire(wm, self.clock.horizon_ahead());
         if !self.flagged_accounts.is_empty() {
-            self.flagged_accounts.retain(|_, f| f.0 >= wm);
+            self.flagged_accounts.retain(|_, f| f.until >= wm);
         }
         if !self.flagged_ips.is_empty() {
-            self.flagged_ips.retain(|_, f| f.0 >= wm);
+            self.flagged_ips.retain(|_, f| f.until >= wm);
         }
     }
 
@@ -1155,13 +1163,13 @@ impl Core {
         if !failure && rules.account_takeover.enabled {
             let ip_flag = ip_id
                 .and(self.flagged_ips.get(&ip_hash))
-                .filter(|f| t <= f.0)
-                .map(|f| f.1);
+                .filter(|f| f.covers(t))
+                .map(|f| f.rule);
             let acct_flag = self
                 .flagged_accounts
                 .get(&acct_hash)
-                .filter(|f| t <= f.0)
-                .map(|f| f.1);
+                .filter(|f| f.covers(t))
+                .map(|f| f.rule);
             let ip_attacked = acct_flag.is_some()
                 && self
                     .accounts
@@ -1271,13 +1279,13 @@ impl Core {
         if flags {
             let until = fire.ts + ato_w;
             fired.flag(fire.rule, until);
-            let f = self
-                .flagged_ips
+            // From the start of the look-back: a success read after the flag but from
+            // before it is what the look-back would have found in time order.
+            let flag = Flag::new(fire.ts - ato_w, until, fire.rule);
+            self.flagged_ips
                 .entry(slot.hash)
-                .or_insert((i64::MIN, fire.rule));
-            if until > f.0 {
-                *f = (until, fire.rule);
-            }
+                .and_modify(|f| f.cover(flag))
+                .or_insert(flag);
         }
         if let Some(hot) = slot.state.hot.as_ref() {
             fire.trace_ids = hot.traces.recent().collect();
@@ -1390,9 +1398,8 @@ impl Core {
             .sum::<usize>();
         // The flag maps, by entries (their capacity depends on the hasher's random seed,
         // and this estimate must be deterministic).
-        let flags = |m: &hashbrown::HashMap<u64, (i64, Rule)>| {
-            m.len() * (std::mem::size_of::<(u64, (i64, Rule))>() + 1)
-        };
+        let flags =
+            |m: &hashbrown::HashMap<u64, Flag>| m.len() * (std::mem::size_of::<(u64, Flag)>() + 1);
         let ip_heap = self.ips.iter().map(|s| s.state.heap_bytes()).sum::<usize>() - ip_lookback
             + flags(&self.flagged_ips);
         let account_tables = self.accounts.table_bytes();
@@ -1439,7 +1446,7 @@ fn settle_account(
     cooldown_ms: i64,
     flag_ms: Option<i64>,
     fires: &mut Vec<Fire>,
-    flagged: &mut hashbrown::HashMap<u64, (i64, Rule)>,
+    flagged: &mut hashbrown::HashMap<u64, Flag>,
 ) {
     let fired: &mut Fired = slot.state.fired.get_or_insert_with(Default::default);
     if !fired.cooldowns[fire.rule.index()].allow(fire.ts, fire.severity, cooldown_ms) {
@@ -1447,11 +1454,14 @@ fn settle_account(
     }
     if let Some(ms) = flag_ms {
         fired.flag(fire.rule, fire.ts + ms);
-        // The hot-path check: "is this account under attack?" without its state.
-        flagged.insert(
-            slot.hash,
-            (fired.flagged_until, fired.flag_rule.unwrap_or(fire.rule)),
-        );
+        // The hot-path check: "is this account under attack?" without its state. Only
+        // from the attack's signal on: a success read after it but from before it (a
+        // partition read behind) was not "while under attack".
+        let flag = Flag::new(fire.ts, fire.ts + ms, fire.rule);
+        flagged
+            .entry(slot.hash)
+            .and_modify(|f| f.cover(flag))
+            .or_insert(flag);
     }
     if let Some(hot) = slot.state.hot.as_ref() {
         fire.trace_ids = hot.traces.recent().collect();

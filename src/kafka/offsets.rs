@@ -69,6 +69,9 @@ pub struct Tracker {
     /// per message, so neither a scan of every slot nor a hash of the topic.
     by_partition: Vec<Vec<u32>>,
     outstanding: usize,
+    /// Partitions assigned so far, counting reassignments: the engine's thread compares
+    /// it with what it saw last, to learn of new partitions before their first message.
+    assignments: u64,
 }
 
 impl Tracker {
@@ -94,6 +97,17 @@ impl Tracker {
         p.committed = committed;
         p.suppress_until = suppress_until;
         p.unread = None;
+        self.assignments += 1;
+    }
+
+    /// How many partitions were assigned so far (reassignments count again).
+    pub fn assignments(&self) -> u64 {
+        self.assignments
+    }
+
+    /// The slots of the assigned partitions.
+    pub fn active_slots(&self) -> impl Iterator<Item = u32> + '_ {
+        (0..self.parts.len() as u32).filter(|&s| self.parts[s as usize].active)
     }
 
     /// Records what librdkafka's statistics say of a partition's unread messages.

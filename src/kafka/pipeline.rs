@@ -812,6 +812,8 @@ struct Worker {
     summary: RunSummary,
     /// By tracker slot: when each partition last delivered, for idleness.
     sources: Vec<SourceSeen>,
+    /// `Tracker::assignments` when this thread last looked (`expect_assigned`).
+    assignments_seen: u64,
     /// Fetching is paused by backpressure.
     paused: bool,
     /// librdkafka reports statistics (`statistics.interval.ms` > 0), so a partition's
@@ -1018,6 +1020,7 @@ impl Pipeline {
                 decisions: Vec::new(),
                 summary: RunSummary::default(),
                 sources: Vec::new(),
+                assignments_seen: 0,
                 paused: false,
                 stats_on,
             },
@@ -1336,6 +1339,32 @@ impl Worker {
             offset,
         } = at;
         let mut tracker = self.shared.tracker();
+        if tracker.assignments() != self.assignments_seen {
+            self.assignments_seen = tracker.assignments();
+            // Newly assigned partitions hold the watermark until their first message:
+            // otherwise the first to deliver runs it (and the expiry of state) ahead of
+            // those still waiting their turn. `idle_sources` lets go of any that turn
+            // out to have nothing to deliver.
+            let now = Instant::now();
+            for slot in tracker.active_slots() {
+                let i = slot as usize;
+                if i >= self.sources.len() {
+                    self.sources.resize(
+                        i + 1,
+                        SourceSeen {
+                            delivered: false,
+                            last: now,
+                            idle: true,
+                        },
+                    );
+                }
+                if self.sources[i].idle {
+                    self.sources[i].idle = false;
+                    self.sources[i].last = now;
+                    self.engine.expect_source(slot);
+                }
+            }
+        }
         let Some(slot) = tracker.slot(topic, partition) else {
             return;
         };
