@@ -268,7 +268,7 @@ impl Metrics {
             watermark_partitions: gauge(
                 &r,
                 "atowatch_watermark_partitions",
-                "Partitions holding the watermark back: delivering, not idle for kafka.partition_idle_after.",
+                "Partitions holding the watermark back: delivering (or assigned and not yet heard from), not idle for kafka.partition_idle_after.",
             ),
             producer_queue: gauge(
                 &r,

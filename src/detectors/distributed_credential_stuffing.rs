@@ -46,6 +46,8 @@ pub struct ServiceState {
     /// and its failures from before the campaign are no part of it.
     campaign_from: i64,
     campaign_until: i64,
+    /// When the campaign was declared: the earliest time a window of it fired.
+    campaign_declared: i64,
     /// The newest window end judged, and its failures: judging a window again without
     /// growth is waste, and with partitions read apart, events alternate between
     /// windows a slice or two apart (each judgement merges ~30 HLL slices).
@@ -79,6 +81,12 @@ pub fn slice_ms(cfg: &DistributedCredentialStuffingConfig) -> i64 {
 impl ServiceState {
     pub fn campaign_active(&self, t: i64) -> bool {
         t > self.campaign_from && t <= self.campaign_until
+    }
+
+    /// When the campaign was declared (the earliest event time a window of it fired
+    /// at). Swept again from a partition read later, it stays or moves earlier.
+    pub fn campaign_declared(&self) -> i64 {
+        self.campaign_declared
     }
 
     /// No event still to come can fall within the campaign.
@@ -240,9 +248,11 @@ impl ServiceState {
         if overlaps {
             self.campaign_from = self.campaign_from.min(end - w);
             self.campaign_until = self.campaign_until.max(end + w);
+            self.campaign_declared = self.campaign_declared.min(t);
         } else {
             self.campaign_from = end - w;
             self.campaign_until = end + w;
+            self.campaign_declared = t;
         }
         for s in self
             .slices

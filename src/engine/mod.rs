@@ -1117,21 +1117,36 @@ impl Core {
                     // Merged into what is tracked already: with partitions read apart,
                     // one campaign is swept more than once.
                     let mut tracker = svc.campaign.take().unwrap_or_default();
-                    for (ts, ip, acct) in svc.dcs.failures_within(obs.span) {
-                        tracker.observe(ip, acct, ts, w, cap);
-                    }
-                    let mut seen: hashbrown::HashMap<u64, usize> = hashbrown::HashMap::new();
-                    for (ts, ip, _) in svc.dcs.failures_within(obs.span) {
+                    // In time order (failures are kept in arrival order), and each IP
+                    // judged when it first reached the threshold: swept again from
+                    // another partition's events, an IP already signalled is then
+                    // judged at the same time, not at its newest failure a cooldown
+                    // later (which signalled it twice).
+                    let mut span: Vec<(i64, u64, u64)> =
+                        svc.dcs.failures_within(obs.span).collect();
+                    span.sort_unstable();
+                    let min = rules.campaign_participant.min_distinct_accounts as usize;
+                    // IP -> (index in `candidates`, whether it reached the threshold).
+                    let mut seen: hashbrown::HashMap<u64, (usize, bool)> =
+                        hashbrown::HashMap::new();
+                    for (ts, ip, acct) in span {
+                        let reached = tracker.observe(ip, acct, ts, w, cap) >= min;
                         match seen.entry(ip) {
-                            hashbrown::hash_map::Entry::Occupied(e) => {
-                                let c = &mut candidates[*e.get()];
-                                c.2 = c.2.max(ts);
+                            hashbrown::hash_map::Entry::Occupied(mut e) => {
+                                let (i, done) = e.get_mut();
+                                if !*done {
+                                    candidates[*i].2 = ts;
+                                    *done = reached;
+                                }
                             }
                             hashbrown::hash_map::Entry::Vacant(e) => {
-                                e.insert(candidates.len());
-                                candidates.push((ip, tracker.accounts(ip), ts));
+                                e.insert((candidates.len(), reached));
+                                candidates.push((ip, Vec::new(), ts));
                             }
                         }
+                    }
+                    for c in &mut candidates {
+                        c.1 = tracker.accounts(c.0);
                     }
                     svc.campaign = Some(tracker);
                 } else if svc.dcs.campaign_active(t) {
@@ -1148,12 +1163,15 @@ impl Core {
                     // others may still bring failures from within it.
                     svc.campaign = None;
                 }
+                // Judged and signalled when it reached the threshold, or when the
+                // campaign was declared if that came later; not at the event in hand: a
+                // campaign swept again from another partition's events must give the
+                // same time, or a cooldown later it signals the IP again.
+                let declared = svc.dcs.campaign_declared();
                 for (ip, accounts, at) in candidates {
                     if let Some(ip_slot) = self.ips.find_id_by_hash(ip) {
-                        // In order `at <= t`; an IP read ahead of the event in hand is
-                        // flagged from its own time.
-                        let times = (t.max(at), at);
-                        self.check_participant(cfg, p, ip_slot, accounts, times, service);
+                        let at = at.max(declared);
+                        self.check_participant(cfg, p, ip_slot, accounts, at, service);
                     }
                 }
             }
@@ -1226,13 +1244,15 @@ impl Core {
             .id
     }
 
+    /// Judges an IP that failed on `accounts` of a service during its campaign, as of
+    /// `t`: its failure ratio then, and the signal's time.
     fn check_participant(
         &mut self,
         cfg: &Config,
         plan: &Plan,
         ip_id: u32,
         accounts: Vec<u64>,
-        (t, counts_at): (i64, i64),
+        t: i64,
         service: &str,
     ) {
         let rules = &cfg.rules;
@@ -1241,10 +1261,10 @@ impl Core {
             return;
         };
         // The IP's own recent failure ratio, over the credential-stuffing window.
-        let failures =
-            hot.failures
-                .count_in(counts_at, rules.credential_stuffing.window.ms()) as u64;
-        let attempts = failures + slot.state.login_successes.count(counts_at, plan.cs_slice);
+        let failures = hot
+            .failures
+            .count_in(t, rules.credential_stuffing.window.ms()) as u64;
+        let attempts = failures + slot.state.login_successes.count(t, plan.cs_slice);
         let n = accounts.len();
         let mut sample = accounts;
         sample.truncate(plan.samples);
