@@ -812,7 +812,7 @@ struct Worker {
     summary: RunSummary,
     /// By tracker slot: when each partition last delivered, for idleness.
     sources: Vec<SourceSeen>,
-    /// `Tracker::assignments` when this thread last looked (`expect_assigned`).
+    /// `Tracker::assignments` when this thread last looked (`handle`).
     assignments_seen: u64,
     /// Fetching is paused by backpressure.
     paused: bool,
