@@ -16,7 +16,7 @@ use atowatch::engine::Engine;
 
 const PARTITIONS: usize = 4;
 
-/// "rule entity" of each signal.
+/// "rule entity severity" of each signal.
 fn fired(engine: &mut Engine, events: &[&Vec<u8>]) -> Vec<String> {
     let mut out = Vec::new();
     for e in events {
@@ -25,7 +25,7 @@ fn fired(engine: &mut Engine, events: &[&Vec<u8>]) -> Vec<String> {
     out.iter()
         .map(|s| {
             let v: serde_json::Value = serde_json::from_str(&s.to_json()).expect("signal JSON");
-            format!("{} {}", v["rule"], v["entity"]["value"])
+            format!("{} {} {}", v["rule"], v["entity"]["value"], v["severity"])
         })
         .collect()
 }
@@ -95,11 +95,16 @@ fn each_reading(check: impl Fn(&str, Vec<String>, &[String])) {
     }
 }
 
+/// "rule entity" without the severity.
+fn rule_entity(s: &str) -> String {
+    s.rsplit_once(' ').expect("three fields").0.to_string()
+}
+
 #[test]
 fn partitions_read_far_apart_fire_the_same_rules_on_the_same_entities_as_time_order() {
     each_reading(|how, got, expected| {
-        let got: BTreeSet<String> = got.into_iter().collect();
-        let expected: BTreeSet<String> = expected.iter().cloned().collect();
+        let got: BTreeSet<String> = got.iter().map(|s| rule_entity(s)).collect();
+        let expected: BTreeSet<String> = expected.iter().map(|s| rule_entity(s)).collect();
         assert_eq!(
             got.symmetric_difference(&expected).collect::<Vec<_>>(),
             Vec::<&String>::new(),
@@ -125,5 +130,35 @@ fn partitions_read_far_apart_signal_each_campaign_participant_as_often_as_time_o
         let (got, expected) = (participants(&got), participants(expected));
         assert!(expected.len() > 100, "the campaign has participants");
         assert_eq!(got, expected, "{how}");
+    });
+}
+
+/// Each rule reaches the same top severity on each entity: a window judged on one
+/// partition's share of a campaign must be judged again as the others' arrive, or the
+/// escalation to critical is never seen.
+#[test]
+fn partitions_read_far_apart_escalate_each_entity_as_far_as_time_order() {
+    let top = |v: &[String]| {
+        let rank = |s: &str| {
+            ["\"low\"", "\"medium\"", "\"high\"", "\"critical\""]
+                .iter()
+                .position(|r| s.ends_with(r))
+                .expect("a severity")
+        };
+        let mut m = std::collections::BTreeMap::<String, usize>::new();
+        for s in v {
+            let e = m.entry(rule_entity(s)).or_default();
+            *e = (*e).max(rank(s));
+        }
+        m
+    };
+    each_reading(|how, got, expected| {
+        let (got, expected) = (top(&got), top(expected));
+        let differ: Vec<_> = expected
+            .iter()
+            .filter(|(k, v)| got.get(*k) != Some(v))
+            .map(|(k, v)| (k, got.get(k), v))
+            .collect();
+        assert_eq!(differ, vec![], "{how}: (rule entity, got, expected)");
     });
 }

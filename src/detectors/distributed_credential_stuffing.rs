@@ -20,6 +20,9 @@ use crate::engine::distinct::{SliceSet, union_count};
 use crate::signal::{Counts, Entity, EntityType, Rule, round3};
 
 const SLICES_PER_WINDOW: i64 = 30;
+/// Windows behind the newest judged that are remembered (`judged_behind`): two windows'
+/// worth of slices.
+const JUDGED_BEHIND: usize = 2 * SLICES_PER_WINDOW as usize;
 /// Failures remembered for the participant sweep and for samples.
 const MAX_RECENT_FAILURES: usize = 200_000;
 
@@ -53,6 +56,10 @@ pub struct ServiceState {
     /// windows a slice or two apart (each judgement merges ~30 HLL slices).
     last_eval_end: i64,
     last_eval_failures: u64,
+    /// (window end, failures) of windows judged behind `last_eval_end`: events from a
+    /// partition read behind the others land in them, and a window judged on part of
+    /// its events is judged again once they grew (it may escalate).
+    judged_behind: VecDeque<(i64, u64)>,
     /// (window end, baseline): the baseline only changes when the window moves a slice.
     baseline_cache: Option<(i64, f64)>,
 }
@@ -220,11 +227,26 @@ impl ServiceState {
                 .max(cfg.min_failures as u64 / 20)
                 .max(1)
         };
-        if end <= self.last_eval_end && failures < self.last_eval_failures.saturating_add(step) {
-            return NONE;
+        if end < self.last_eval_end {
+            let grew = |j: &(i64, u64)| failures >= j.1.saturating_add((j.1 / 20).max(1));
+            match self.judged_behind.iter_mut().find(|j| j.0 == end) {
+                Some(j) if !grew(j) => return NONE,
+                Some(j) => j.1 = failures,
+                None => {
+                    if self.judged_behind.len() >= JUDGED_BEHIND {
+                        self.judged_behind.pop_front();
+                    }
+                    self.judged_behind.push_back((end, failures));
+                }
+            }
+        } else {
+            if end == self.last_eval_end && failures < self.last_eval_failures.saturating_add(step)
+            {
+                return NONE;
+            }
+            self.last_eval_end = end;
+            self.last_eval_failures = failures;
         }
-        self.last_eval_end = self.last_eval_end.max(end);
-        self.last_eval_failures = failures;
         let in_window = || {
             self.slices
                 .iter()
