@@ -123,6 +123,7 @@ impl ServiceState {
         self.slices.capacity() * std::mem::size_of::<Slice>()
             + sets
             + self.recent_failures.capacity() * 24
+            + self.judged_behind.capacity() * 16
     }
 
     #[allow(clippy::too_many_arguments)]
