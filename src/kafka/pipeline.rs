@@ -812,7 +812,7 @@ struct Worker {
     summary: RunSummary,
     /// By tracker slot: when each partition last delivered, for idleness.
     sources: Vec<SourceSeen>,
-    /// `Tracker::assignments` when this thread last looked (`handle`).
+    /// `Tracker::assignments` when this thread last looked (`expect_assigned`).
     assignments_seen: u64,
     /// Fetching is paused by backpressure.
     paused: bool,
@@ -1321,6 +1321,7 @@ impl Worker {
     /// Handles polled messages in order, decoded ahead (`Batch`), each with its state
     /// loaded a few messages ahead (`engine::Ahead`).
     fn handle_batch(&mut self, msgs: &[Msg<'_>], pos: &[MsgPos<'_>], decoded: &[Decoded<'_>]) {
+        self.expect_assigned();
         let mut ahead = crate::engine::Ahead::new(decoded);
         // `Batch::decode` yields one position and one event per message; all three are
         // cut at the same `n`.
@@ -1332,6 +1333,38 @@ impl Worker {
         }
     }
 
+    /// Newly assigned partitions hold the watermark until their first message:
+    /// otherwise the first to deliver runs it (and the expiry of state) ahead of those
+    /// still waiting their turn. `idle_sources` lets go of any that turn out to have
+    /// nothing to deliver. Once per batch is enough: a partition is assigned before any
+    /// of its messages is fetched.
+    fn expect_assigned(&mut self) {
+        let tracker = self.shared.tracker();
+        if tracker.assignments() == self.assignments_seen {
+            return;
+        }
+        self.assignments_seen = tracker.assignments();
+        let now = Instant::now();
+        for slot in tracker.active_slots() {
+            let i = slot as usize;
+            if i >= self.sources.len() {
+                self.sources.resize(
+                    i + 1,
+                    SourceSeen {
+                        delivered: false,
+                        last: now,
+                        idle: true,
+                    },
+                );
+            }
+            if self.sources[i].idle {
+                self.sources[i].idle = false;
+                self.sources[i].last = now;
+                self.engine.expect_source(slot);
+            }
+        }
+    }
+
     fn handle(&mut self, msg: &Msg<'_>, at: MsgPos<'_>, prepared: Prepared<'_>) {
         let MsgPos {
             topic,
@@ -1339,32 +1372,6 @@ impl Worker {
             offset,
         } = at;
         let mut tracker = self.shared.tracker();
-        if tracker.assignments() != self.assignments_seen {
-            self.assignments_seen = tracker.assignments();
-            // Newly assigned partitions hold the watermark until their first message:
-            // otherwise the first to deliver runs it (and the expiry of state) ahead of
-            // those still waiting their turn. `idle_sources` lets go of any that turn
-            // out to have nothing to deliver.
-            let now = Instant::now();
-            for slot in tracker.active_slots() {
-                let i = slot as usize;
-                if i >= self.sources.len() {
-                    self.sources.resize(
-                        i + 1,
-                        SourceSeen {
-                            delivered: false,
-                            last: now,
-                            idle: true,
-                        },
-                    );
-                }
-                if self.sources[i].idle {
-                    self.sources[i].idle = false;
-                    self.sources[i].last = now;
-                    self.engine.expect_source(slot);
-                }
-            }
-        }
         let Some(slot) = tracker.slot(topic, partition) else {
             return;
         };
