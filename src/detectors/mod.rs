@@ -68,8 +68,9 @@ impl Cooldown {
     }
 }
 
-/// State an entity gets once a rule has fired on it: cooldowns, and the flag other rules
-/// consult ("this IP attacked", "this account is under attack").
+/// State an entity gets once a rule has fired on it: cooldowns, and for an IP the flag
+/// that says whether a new flag is a new attack (for the takeover look-back). Whether an
+/// entity is flagged at a time is answered by the engine's maps of [`Flag`]s.
 #[derive(Clone, Debug, Default)]
 pub struct Fired {
     pub cooldowns: [Cooldown; Rule::ALL.len()],

@@ -1473,7 +1473,6 @@ fn settle_account(
         return;
     }
     if let Some(ms) = flag_ms {
-        fired.flag(fire.rule, fire.ts + ms);
         // The hot-path check: "is this account under attack?" without its state. Only
         // from the attack's signal on: a success read after it but from before it (a
         // partition read behind) was not "while under attack".
