@@ -472,6 +472,21 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// The IPv4 fast path says exactly what std says, on near-addresses as on
+        /// addresses.
+        #[test]
+        fn fast_ipv4_parser_never_disagrees_with_std(
+            s in "[0-9.]{0,17}",
+            quad in "[0-9]{1,4}\\.[0-9]{1,4}\\.[0-9]{1,4}\\.[0-9]{1,4}",
+            octets in proptest::prelude::any::<[u8; 4]>(),
+        ) {
+            for s in [&s, &quad] {
+                proptest::prop_assert_eq!(parse_v4_fast(s.as_bytes()), s.parse::<Ipv4Addr>().ok(), "{:?}", s);
+            }
+            let a = Ipv4Addr::from(octets).to_string();
+            proptest::prop_assert_eq!(parse_v4_fast(a.as_bytes()), Some(Ipv4Addr::from(octets)));
+        }
+
         /// Whatever the fast path accepts, std accepts as the same address, and every
         /// address std prints (compressed or not) takes the fast path.
         #[test]
