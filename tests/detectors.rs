@@ -384,6 +384,35 @@ fn stuffing(ip: &str, start: i64, step: i64, n: usize, accounts: usize) -> Vec<E
 }
 
 #[test]
+fn credential_stuffing_counts_only_the_accounts_failed_within_its_window_beside_the_slow_rule() {
+    // The slow rule keeps the IP's accounts for a day; the 10-minute count must not
+    // take in the ones failed an hour before (it said 40 here).
+    let mut r = Run::new(only(&[
+        Rule::CredentialStuffing,
+        Rule::CredentialStuffingSlow,
+    ]));
+    let later: Vec<Ev> = (0..20)
+        .map(|i| Ev::failure(T0 + HOUR + i * 12 * SEC, ATTACKER, &format!("other{i}")))
+        .collect();
+    r.ok_all(stuffing(ATTACKER, T0, 12 * SEC, 20, 20));
+    r.ok_all(later);
+    let fired: Vec<&Signal> = r
+        .signals
+        .iter()
+        .filter(|s| s.rule == Rule::CredentialStuffing)
+        .collect();
+    assert_eq!(fired.len(), 2);
+    for s in fired {
+        assert_eq!(
+            s.evidence.counts.distinct_accounts,
+            Some(20),
+            "{}",
+            s.summary
+        );
+    }
+}
+
+#[test]
 fn credential_stuffing_does_not_fire_at_nineteen_failures() {
     let mut r = Run::new(cs_only());
     r.ok_all(stuffing(ATTACKER, T0, 10 * SEC, 19, 10));

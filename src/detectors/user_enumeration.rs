@@ -38,7 +38,7 @@ pub fn observe_unknown_account_failure(
         account,
         t,
         horizon,
-        w,
+        (w, w),
         (cfg.min_distinct_accounts as usize * 2).max(16),
     );
     let idx = st

@@ -7,6 +7,11 @@
 //! from HyperLogLog++ sketches, one per time slice of the window, merged when asked.
 //! Sketches use the crate's fixed-seed hasher, so they serialize and merge across
 //! partitions and restarts.
+//!
+//! A set that serves two windows (an IP's failing accounts: 10 minutes for
+//! `credential_stuffing`, a day for `credential_stuffing_slow`) keeps a second ring of
+//! slices sized for the shorter one, over that span only: a day's 3-hour slices would
+//! count, in a 10-minute window, every account the IP failed on hours before.
 
 use std::collections::VecDeque;
 
@@ -44,7 +49,20 @@ pub struct DistinctWindow {
     /// time would not count it, so what fired depended on the order partitions were
     /// fetched in.
     members: Vec<(u64, i64, i64)>,
-    sketch: Option<Box<SketchRing>>,
+    sketch: Option<Box<Sketches>>,
+}
+
+/// The sketches of an overflowed set.
+#[derive(Clone, Debug)]
+struct Sketches {
+    /// Slices of 1/SLICES of the longest window the set serves.
+    coarse: SketchRing,
+    /// Slices of 1/SLICES of the shortest, kept over that span only; `None` when the set
+    /// serves one window.
+    fine: Option<SketchRing>,
+    short: i64,
+    /// The fine ring holds every member seen after this (older slices were dropped).
+    fine_from: i64,
 }
 
 #[derive(Clone, Debug)]
@@ -55,8 +73,16 @@ struct SketchRing {
 
 impl DistinctWindow {
     /// Records `member` at `t`. `horizon` forgets members last seen before it; `window`
-    /// sizes sketch slices; `exact_cap` bounds the exact set.
-    pub fn insert(&mut self, member: u64, t: i64, horizon: i64, window: i64, exact_cap: usize) {
+    /// (the longest the set serves) and `short` (the shortest) size sketch slices;
+    /// `exact_cap` bounds the exact set.
+    pub fn insert(
+        &mut self,
+        member: u64,
+        t: i64,
+        horizon: i64,
+        (window, short): (i64, i64),
+        exact_cap: usize,
+    ) {
         if let Some(m) = self.members.iter_mut().find(|m| m.0 == member) {
             m.1 = m.1.min(t);
             m.2 = m.2.max(t);
@@ -65,7 +91,7 @@ impl DistinctWindow {
                 self.prune(horizon);
             }
             if self.members.len() >= exact_cap {
-                self.overflow(window);
+                self.overflow(window, short);
                 let oldest = (0..self.members.len())
                     .min_by_key(|&i| self.members[i].2)
                     .expect("non-empty");
@@ -84,19 +110,24 @@ impl DistinctWindow {
         }
     }
 
-    fn overflow(&mut self, window: i64) {
+    fn overflow(&mut self, window: i64, short: i64) {
         if self.sketch.is_some() {
             return;
         }
-        let slice_ms = (window / SLICES).max(1);
-        let mut ring = SketchRing {
-            slice_ms,
+        let ring = |w: i64| SketchRing {
+            slice_ms: (w / SLICES).max(1),
             slices: VecDeque::new(),
         };
+        let mut s = Sketches {
+            coarse: ring(window),
+            fine: (short < window).then(|| ring(short)),
+            short,
+            fine_from: i64::MIN,
+        };
         for &(m, _, last) in &self.members {
-            ring.insert(m, last, i64::MIN);
+            s.insert(m, last, i64::MIN);
         }
-        self.sketch = Some(Box::new(ring));
+        self.sketch = Some(Box::new(s));
     }
 
     pub fn prune(&mut self, horizon: i64) {
@@ -106,7 +137,7 @@ impl DistinctWindow {
         }
         if let Some(s) = self.sketch.as_mut() {
             s.prune(horizon);
-            if s.slices.is_empty() {
+            if s.coarse.slices.is_empty() {
                 self.sketch = None;
             }
         }
@@ -161,10 +192,9 @@ impl DistinctWindow {
 
     pub fn heap_bytes(&self) -> usize {
         self.members.capacity() * std::mem::size_of::<(u64, i64, i64)>()
-            + self
-                .sketch
-                .as_ref()
-                .map_or(0, |s| s.slices.len() * 4096 + 64)
+            + self.sketch.as_ref().map_or(0, |s| {
+                (s.coarse.slices.len() + s.fine.as_ref().map_or(0, |f| f.slices.len())) * 4096 + 96
+            })
     }
 }
 
@@ -175,6 +205,44 @@ impl DistinctWindow {
 fn seen_within(m: &(u64, i64, i64), end: i64, w: i64) -> bool {
     let inside = |t: i64| t > end - w && t <= end;
     inside(m.1) || inside(m.2) || (m.1 <= end - w && m.2 > end)
+}
+
+impl Sketches {
+    fn insert(&mut self, member: u64, t: i64, horizon: i64) {
+        self.coarse.insert(member, t, horizon);
+        if let Some(f) = self.fine.as_mut() {
+            f.insert(member, t, horizon.max(self.fine_from));
+            // Over the short span behind the newest slice only: the long window's worth
+            // of short slices would cost a sketch per slice.
+            let newest = f.slices.back().map_or(i64::MIN, |s| s.0);
+            let from = newest.saturating_sub(self.short);
+            if from > self.fine_from {
+                self.fine_from = from;
+                f.prune(from);
+            }
+        }
+    }
+
+    fn prune(&mut self, horizon: i64) {
+        self.coarse.prune(horizon);
+        if let Some(f) = self.fine.as_mut() {
+            if horizon > self.fine_from {
+                self.fine_from = horizon;
+                f.prune(horizon);
+            }
+        }
+    }
+
+    /// From the fine ring when it serves the window and still covers it (a window far
+    /// behind, read late from a partition, falls back to the coarse one).
+    fn count(&mut self, end: i64, w: i64) -> u64 {
+        match self.fine.as_mut() {
+            Some(f) if w <= self.short && end.saturating_sub(w) >= self.fine_from => {
+                f.count(end, w)
+            }
+            _ => self.coarse.count(end, w),
+        }
+    }
 }
 
 impl SketchRing {
@@ -220,9 +288,9 @@ mod tests {
     fn a_member_whose_later_time_arrived_first_still_counts_in_the_earlier_window() {
         let mut d = DistinctWindow::default();
         // Read ahead: seen at 500 first, then its failure at 40 arrives.
-        d.insert(mix64(1), 500, i64::MIN, 100, 64);
-        d.insert(mix64(1), 40, i64::MIN, 100, 64);
-        d.insert(mix64(2), 60, i64::MIN, 100, 64);
+        d.insert(mix64(1), 500, i64::MIN, (100, 100), 64);
+        d.insert(mix64(1), 40, i64::MIN, (100, 100), 64);
+        d.insert(mix64(2), 60, i64::MIN, (100, 100), 64);
         assert_eq!(d.count(60, 100), 2, "both failed in (-40, 60]");
         assert_eq!(d.recent(60, 100, 5).len(), 2);
         assert_eq!(d.count(550, 100), 1, "only 1 failed in (450, 550]");
@@ -232,9 +300,9 @@ mod tests {
     fn small_sets_are_exact_and_slide() {
         let mut d = DistinctWindow::default();
         for i in 0..10u64 {
-            d.insert(mix64(i), i as i64 * 10, i64::MIN, 100, 64);
+            d.insert(mix64(i), i as i64 * 10, i64::MIN, (100, 100), 64);
         }
-        d.insert(mix64(3), 95, i64::MIN, 100, 64);
+        d.insert(mix64(3), 95, i64::MIN, (100, 100), 64);
         assert_eq!(d.count(95, 100), 10);
         assert_eq!(
             d.count(150, 100),
@@ -245,10 +313,47 @@ mod tests {
     }
 
     #[test]
+    fn a_short_window_over_a_sketched_set_counts_only_its_own_members() {
+        // An IP fails on 40 accounts, then on 40 others an hour later; the set serves a
+        // 10-minute window and a day (slices of 3 hours), and holds 16 exactly.
+        const MIN: i64 = 60_000;
+        let (short, day) = (10 * MIN, 24 * 60 * MIN);
+        let mut d = DistinctWindow::default();
+        for i in 0..40u64 {
+            d.insert(mix64(i), i as i64 * 1000, i64::MIN, (day, short), 16);
+        }
+        for i in 0..40u64 {
+            let t = 60 * MIN + i as i64 * 1000;
+            d.insert(mix64(1000 + i), t, i64::MIN, (day, short), 16);
+        }
+        assert!(d.is_sketched());
+        let end = 60 * MIN + 39_000;
+        let c = d.count(end, short);
+        assert!(
+            (38..=42).contains(&c),
+            "10 minutes: {c}, not the hour before too"
+        );
+        let c = d.count(end, day);
+        assert!((78..=82).contains(&c), "the day: {c}");
+        // A set serving one window has one ring, as before.
+        let mut one = DistinctWindow::default();
+        for i in 0..40u64 {
+            one.insert(mix64(i), i as i64 * 1000, i64::MIN, (short, short), 16);
+        }
+        assert!((38..=42).contains(&one.count(39_000, short)));
+    }
+
+    #[test]
     fn large_sets_switch_to_hyperloglog_within_a_few_percent() {
         let mut d = DistinctWindow::default();
         for i in 0..20_000u64 {
-            d.insert(mix64(i), 1_000 + (i as i64 % 500), i64::MIN, 10_000, 64);
+            d.insert(
+                mix64(i),
+                1_000 + (i as i64 % 500),
+                i64::MIN,
+                (10_000, 10_000),
+                64,
+            );
         }
         assert!(d.is_sketched());
         assert_eq!(d.exact_len(), 64);
@@ -384,10 +489,16 @@ mod shared_window_tests {
         let (min, day) = (60_000i64, 86_400_000i64);
         let mut d = DistinctWindow::default();
         for i in 0..60u64 {
-            d.insert(mix64(i), i as i64 * 20 * min, 0, day, 20);
+            d.insert(mix64(i), i as i64 * 20 * min, 0, (day, 10 * min), 20);
         }
         for i in 100..103u64 {
-            d.insert(mix64(i), 1200 * min + (i as i64 - 100) * min, 0, day, 20);
+            d.insert(
+                mix64(i),
+                1200 * min + (i as i64 - 100) * min,
+                0,
+                (day, 10 * min),
+                20,
+            );
         }
         assert!(d.is_sketched());
         let end = 1203 * min;

@@ -125,12 +125,16 @@ struct Plan {
     max_event_bytes: usize,
     /// Longest account failure window and the failures kept for it.
     acct_w: i64,
+    /// The shortest window counting an account's failing IPs (`DistinctWindow`).
+    acct_short_w: i64,
     acct_cap: usize,
     acct_ips_cap: usize,
     acct_ttl_failure: i64,
     /// How long an IP's failure timestamps are kept: the IP failure window, or the slow
     /// rule's window when that is on (the two rules share the timestamps).
     ip_fail_w: i64,
+    /// The shortest window counting an IP's failing accounts.
+    ip_short_w: i64,
     ip_cap: usize,
     ip_accounts_cap: usize,
     ip_vel_cap: usize,
@@ -461,11 +465,17 @@ impl Plan {
             samples: cfg.signals.sample_size,
             max_event_bytes: cfg.input.max_event_bytes,
             acct_w,
+            acct_short_w: r
+                .bruteforce
+                .window
+                .ms()
+                .min(r.distributed_bruteforce.window.ms()),
             acct_cap: window_cap(r.bruteforce.min_failures, f)
                 .max(window_cap(r.distributed_bruteforce.min_failures, f)),
             acct_ips_cap: (r.distributed_bruteforce.min_distinct_ips as usize * 2).max(16),
             acct_ttl_failure: acct_w.max(ato_w).max(acct_cool),
             ip_fail_w: ip_w.max(slow_w),
+            ip_short_w: r.credential_stuffing.window.ms(),
             ip_cap: window_cap(r.credential_stuffing.min_failures, f).max(
                 if r.credential_stuffing_slow.enabled {
                     detectors::credential_stuffing_slow::window_cap_needed(
@@ -924,8 +934,13 @@ impl Core {
             let slot = self.accounts.slot_mut(acct_id);
             let hot = slot.state.hot.get_or_insert_with(Default::default);
             let horizon = wm.saturating_sub(p.acct_w);
-            hot.failing_ips
-                .insert(ip_hash, t, horizon, p.acct_w, p.acct_ips_cap);
+            hot.failing_ips.insert(
+                ip_hash,
+                t,
+                horizon,
+                (p.acct_w, p.acct_short_w),
+                p.acct_ips_cap,
+            );
             hot.traces.push(trace);
             if let Some(idx) = hot.failures.insert(t, horizon, p.acct_cap) {
                 let mut fired = Vec::new();
@@ -1008,7 +1023,7 @@ impl Core {
                     acct_hash,
                     t,
                     wm.saturating_sub(p.ip_fail_w),
-                    p.ip_fail_w,
+                    (p.ip_fail_w, p.ip_short_w),
                     p.ip_accounts_cap,
                 );
                 hot.traces.push(trace);
