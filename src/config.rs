@@ -505,6 +505,11 @@ pub struct DecisionsConfig {
     /// `ATOWATCH_DECISIONS_TOKEN` environment variable. Empty everywhere = API off.
     pub api_token: String,
     pub api_token_file: String,
+    /// Bearer token for `DELETE /v1/decisions/{id}` (lifting a decision by hand);
+    /// prefer `admin_token_file` or `ATOWATCH_DECISIONS_ADMIN_TOKEN`. It must differ
+    /// from the API token, which bouncers hold. Empty everywhere = lifting off.
+    pub admin_token: String,
+    pub admin_token_file: String,
     pub max_ttl: Dur,
     pub repeat_window: Dur,
     pub severity_factor: SeverityFactor,
@@ -518,6 +523,8 @@ impl Default for DecisionsConfig {
             topic: "atowatch-decisions".into(),
             api_token: String::new(),
             api_token_file: String::new(),
+            admin_token: String::new(),
+            admin_token_file: String::new(),
             max_ttl: Dur::hours(24),
             repeat_window: Dur::hours(24),
             severity_factor: SeverityFactor::default(),
@@ -530,27 +537,59 @@ impl DecisionsConfig {
     /// The API token: `ATOWATCH_DECISIONS_TOKEN`, else the file, else the config value.
     /// `None` keeps the endpoint off.
     pub fn token(&self, env: Option<String>) -> Result<Option<String>, String> {
-        if let Some(t) = env.filter(|t| !t.trim().is_empty()) {
-            return Ok(Some(t.trim().to_string()));
-        }
-        if !self.api_token_file.is_empty() {
-            let t = std::fs::read_to_string(&self.api_token_file).map_err(|e| {
-                format!(
-                    "decisions.api_token_file: cannot read {}: {e}",
-                    self.api_token_file
-                )
-            })?;
-            let t = t.trim().to_string();
-            if t.is_empty() {
-                return Err(format!(
-                    "decisions.api_token_file: {} is empty",
-                    self.api_token_file
-                ));
-            }
-            return Ok(Some(t));
-        }
-        Ok(Some(self.api_token.trim().to_string()).filter(|t| !t.is_empty()))
+        read_token(
+            env,
+            &self.api_token_file,
+            &self.api_token,
+            "decisions.api_token",
+        )
     }
+
+    /// The API token (as `token`) and the admin token, from
+    /// `ATOWATCH_DECISIONS_ADMIN_TOKEN`, else `admin_token_file`, else `admin_token`.
+    /// An admin token equal to the API token is refused: every bouncer could lift.
+    pub fn tokens(
+        &self,
+        env: Option<String>,
+        admin_env: Option<String>,
+    ) -> Result<(Option<String>, Option<String>), String> {
+        let api = self.token(env)?;
+        let admin = read_token(
+            admin_env,
+            &self.admin_token_file,
+            &self.admin_token,
+            "decisions.admin_token",
+        )?;
+        if admin.is_some() && admin == api {
+            return Err(
+                "decisions.admin_token: must differ from decisions.api_token (bouncers hold that one, and could lift decisions)"
+                    .into(),
+            );
+        }
+        Ok((api, admin))
+    }
+}
+
+/// A secret from the environment, else from `file` (`{key}_file`), else the config value.
+fn read_token(
+    env: Option<String>,
+    file: &str,
+    value: &str,
+    key: &str,
+) -> Result<Option<String>, String> {
+    if let Some(t) = env.filter(|t| !t.trim().is_empty()) {
+        return Ok(Some(t.trim().to_string()));
+    }
+    if !file.is_empty() {
+        let t = std::fs::read_to_string(file)
+            .map_err(|e| format!("{key}_file: cannot read {file}: {e}"))?;
+        let t = t.trim().to_string();
+        if t.is_empty() {
+            return Err(format!("{key}_file: {file} is empty"));
+        }
+        return Ok(Some(t));
+    }
+    Ok(Some(value.trim().to_string()).filter(|t| !t.is_empty()))
 }
 
 /// Environment variables that override config for container use, and the key each sets.
@@ -946,6 +985,9 @@ impl Config {
         if !c.decisions.api_token.is_empty() {
             c.decisions.api_token = "<redacted>".into();
         }
+        if !c.decisions.admin_token.is_empty() {
+            c.decisions.admin_token = "<redacted>".into();
+        }
         c
     }
 
@@ -1061,10 +1103,18 @@ impl Config {
                 ));
             }
         }
-        if !d.api_token.is_empty() && d.api_token.trim().len() < 16 {
+        for (key, t) in [
+            ("decisions.api_token", &d.api_token),
+            ("decisions.admin_token", &d.admin_token),
+        ] {
+            if !t.is_empty() && t.trim().len() < 16 {
+                return Err(key_err(key, "must be at least 16 characters"));
+            }
+        }
+        if !d.admin_token.trim().is_empty() && d.admin_token.trim() == d.api_token.trim() {
             return Err(key_err(
-                "decisions.api_token",
-                "must be at least 16 characters",
+                "decisions.admin_token",
+                "must differ from decisions.api_token (bouncers hold that one, and could lift decisions)",
             ));
         }
         if d.topic == self.kafka.signals_topic || d.topic == self.kafka.dead_letter_topic {

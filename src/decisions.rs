@@ -152,6 +152,12 @@ impl Decider {
         })
     }
 
+    /// Forgets the entity's earlier offences: a lifted decision was a mistake, so the
+    /// next one, if the entity is signalled again, is a first offence, not a doubled TTL.
+    pub fn forgive(&mut self, id: &str) {
+        self.offences.remove(id);
+    }
+
     fn allowlisted(&self, value: &str) -> bool {
         let addr = value.split('/').next().unwrap_or(value);
         parse_ip(addr).is_some_and(|ip| self.allow.contains(ip))
@@ -164,6 +170,14 @@ pub struct DecisionTable {
     active: DashMap<String, Decision>,
     /// Recently ended decisions, for `?since=` polling: (ended ms, decision).
     ended: Mutex<VecDeque<(i64, Decision)>>,
+    /// Decisions lifted through the API that the pipeline has yet to end on the topic
+    /// (a tombstone) and forgive (`Decider::forgive`). At most one per decision the
+    /// table held, and drained every second.
+    lifted: Mutex<Vec<Decision>>,
+    /// Decisions lifted here, by id: (created ms, until ms). Until its tombstone is read
+    /// back, this instance may still read the decision's own record from the topic, and
+    /// that must not bring it back; a newer decision on the entity is welcome.
+    lifted_created: DashMap<String, (i64, i64)>,
 }
 
 /// How long ended decisions are remembered for incremental polling.
@@ -201,6 +215,9 @@ impl DecisionTable {
     /// Removes decisions whose time is up; returns them (for tombstones).
     pub fn expire(&self, now_ms: i64) -> Vec<Decision> {
         let mut gone = Vec::new();
+        if !self.lifted_created.is_empty() {
+            self.lifted_created.retain(|_, (_, until)| *until > now_ms);
+        }
         self.active.retain(|_, d| {
             if d.until_ms <= now_ms {
                 gone.push(d.clone());
@@ -226,14 +243,34 @@ impl DecisionTable {
     }
 
     /// Ends a decision another instance ended (a tombstone on the decisions topic).
-    pub fn remove(&self, id: &str, now_ms: i64) {
-        if let Some((_, d)) = self.active.remove(id) {
-            let mut ended = self.ended.lock().unwrap_or_else(|p| p.into_inner());
-            ended.push_back((now_ms, d));
-            if ended.len() > ENDED_MAX {
-                ended.pop_front();
-            }
+    pub fn remove(&self, id: &str, now_ms: i64) -> Option<Decision> {
+        let (_, d) = self.active.remove(id)?;
+        let mut ended = self.ended.lock().unwrap_or_else(|p| p.into_inner());
+        ended.push_back((now_ms, d.clone()));
+        if ended.len() > ENDED_MAX {
+            ended.pop_front();
         }
+        Some(d)
+    }
+
+    /// Lifts a decision by hand (a false positive): it ends here at once, as an expired
+    /// one does (bouncers polling `?since=` see it deleted), and the pipeline ends it on
+    /// the decisions topic, for every other instance, within a second. `None` if no
+    /// decision with this id is active.
+    pub fn lift(&self, id: &str, now_ms: i64) -> Option<Decision> {
+        let d = self.remove(id, now_ms)?;
+        self.lifted_created
+            .insert(d.id.clone(), (d.created_ms, d.until_ms));
+        self.lifted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(d.clone());
+        Some(d)
+    }
+
+    /// The decisions lifted since the last call (for the pipeline).
+    pub fn take_lifted(&self) -> Vec<Decision> {
+        std::mem::take(&mut *self.lifted.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// A decision read back from the decisions topic (this instance's or another's).
@@ -251,6 +288,13 @@ impl DecisionTable {
         d.created_ms = created;
         d.until_ms = until;
         if until <= now_ms {
+            return false;
+        }
+        if self
+            .lifted_created
+            .get(&d.id)
+            .is_some_and(|l| created <= l.0)
+        {
             return false;
         }
         self.upsert(d);
@@ -478,5 +522,37 @@ mod tests {
         );
         assert!(active.is_empty());
         assert_eq!(ended.len(), 1);
+    }
+
+    #[test]
+    fn a_lifted_decision_read_back_from_the_topic_stays_lifted_but_a_newer_one_counts() {
+        let mut d = decider();
+        let t = DecisionTable::new();
+        let s = signal(
+            Rule::CredentialStuffing,
+            Severity::High,
+            EntityType::Ip,
+            "203.0.113.7",
+        );
+        let first = d.decide(&s, NOW).unwrap();
+        t.upsert(first.clone());
+        let lifted = t.lift("ip:203.0.113.7", NOW + 1000).expect("active");
+        assert_eq!(lifted.id, first.id);
+        assert!(t.is_empty());
+        assert!(
+            t.lift("ip:203.0.113.7", NOW + 1000).is_none(),
+            "lifted once"
+        );
+        assert_eq!(t.take_lifted().len(), 1, "for the pipeline's tombstone");
+        assert!(t.take_lifted().is_empty());
+        // The decision's own record, read back before its tombstone: still lifted.
+        assert!(!t.learn(first.to_json().as_bytes(), NOW + 2000));
+        assert!(t.is_empty());
+        // Forgiven, the entity's next decision is a first offence, and it is served.
+        d.forgive(&first.id);
+        let next = d.decide(&s, NOW + 60_000).unwrap();
+        assert_eq!((next.offence, next.duration_s), (1, 900));
+        assert!(t.learn(next.to_json().as_bytes(), NOW + 61_000));
+        assert_eq!(t.len(), 1);
     }
 }

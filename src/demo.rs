@@ -123,6 +123,7 @@ pub fn run(opts: DemoOptions, out: &mut (dyn Write + Send)) -> Result<DemoReport
         health: health.clone(),
         decisions: decisions.clone(),
         token: Some(token.clone().into()),
+        admin_token: None,
     };
     let addr = rt.block_on(async {
         match crate::http::serve(&opts.http_bind, state.clone()).await {

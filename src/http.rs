@@ -7,10 +7,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{delete, get};
 
 use crate::decisions::{self, DecisionTable};
 use crate::kafka::Health;
@@ -23,6 +23,8 @@ pub struct HttpState {
     pub decisions: Arc<DecisionTable>,
     /// The bearer token `/v1/decisions` requires; `None` keeps the endpoint off.
     pub token: Option<Arc<str>>,
+    /// The bearer token lifting a decision requires; `None` keeps lifting off.
+    pub admin_token: Option<Arc<str>>,
 }
 
 impl HttpState {
@@ -33,6 +35,7 @@ impl HttpState {
             health,
             decisions: Arc::new(DecisionTable::new()),
             token: None,
+            admin_token: None,
         }
     }
 }
@@ -52,6 +55,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/v1/decisions", get(list_decisions))
+        .route("/v1/decisions/{id}", delete(lift_decision))
         .route("/", get(index))
         .with_state(state)
 }
@@ -88,7 +92,7 @@ async fn readyz(State(s): State<HttpState>) -> impl IntoResponse {
 }
 
 async fn index() -> &'static str {
-    "atowatch: /metrics /healthz /readyz /v1/decisions\n"
+    "atowatch: /metrics /healthz /readyz /v1/decisions (GET; DELETE /v1/decisions/{id} lifts one)\n"
 }
 
 /// Compares without an early exit, so response time does not leak a token prefix.
@@ -108,6 +112,27 @@ fn parse_since(s: &str) -> Option<i64> {
         .or_else(|| crate::event::parse_rfc3339_ms(s))
 }
 
+/// The request's bearer token checked against `want`: `None` when it matches, else the
+/// error response.
+fn refuse(headers: &HeaderMap, want: &str, wrong: &str) -> Option<axum::response::Response> {
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let Some(given) = given else {
+        let mut r = json_error(StatusCode::UNAUTHORIZED, "a bearer token is required");
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer realm=\"atowatch\""),
+        );
+        return Some(r);
+    };
+    if !same_token(given.trim().as_bytes(), want.as_bytes()) {
+        return Some(json_error(StatusCode::FORBIDDEN, wrong));
+    }
+    None
+}
+
 async fn list_decisions(
     State(s): State<HttpState>,
     headers: HeaderMap,
@@ -119,20 +144,8 @@ async fn list_decisions(
             "the decisions API is off: set decisions.api_token_file or ATOWATCH_DECISIONS_TOKEN",
         );
     };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    let Some(given) = given else {
-        let mut r = json_error(StatusCode::UNAUTHORIZED, "a bearer token is required");
-        r.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            header::HeaderValue::from_static("Bearer realm=\"atowatch\""),
-        );
+    if let Some(r) = refuse(&headers, token, "wrong token") {
         return r;
-    };
-    if !same_token(given.trim().as_bytes(), token.as_bytes()) {
-        return json_error(StatusCode::FORBIDDEN, "wrong token");
     }
     let mut query = decisions::Query::default();
     for (k, v) in &q {
@@ -168,6 +181,55 @@ async fn list_decisions(
     if query.since_ms.is_some() {
         body["deleted"] = serde_json::to_value(ended).expect("decisions serialize");
     }
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+/// `DELETE /v1/decisions/{id}` (`ip:203.0.113.7`, `range:2001:db8::/64`,
+/// `account:alice`, URL-encoded): lifts an active decision, with the admin token. The
+/// answer holds the decision lifted.
+async fn lift_decision(
+    State(s): State<HttpState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> axum::response::Response {
+    let Some(admin) = s.admin_token.as_deref() else {
+        return json_error(
+            StatusCode::NOT_FOUND,
+            "lifting decisions is off: set decisions.admin_token_file or ATOWATCH_DECISIONS_ADMIN_TOKEN",
+        );
+    };
+    if let Some(r) = refuse(
+        &headers,
+        admin,
+        "wrong token: lifting takes the admin token (decisions.admin_token), not the API token",
+    ) {
+        return r;
+    }
+    let now = chrono::Utc::now().timestamp_millis();
+    let Some(d) = s.decisions.lift(&id, now) else {
+        return json_error(
+            StatusCode::NOT_FOUND,
+            &format!(
+                "no active decision `{id}` (ids are scope:value, as GET /v1/decisions lists them)"
+            ),
+        );
+    };
+    crate::info!(
+        "decisions",
+        "lifted by hand: {} ({} from {}, due to end {})",
+        d.id,
+        d.action.as_str(),
+        d.rule,
+        d.until
+    );
+    let body = serde_json::json!({
+        "now": crate::event::format_ts(now),
+        "lifted": d,
+    });
     (
         [(header::CONTENT_TYPE, "application/json")],
         body.to_string(),

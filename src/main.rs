@@ -498,10 +498,10 @@ fn cmd_run(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         .thread_name("http")
         .enable_all()
         .build()?;
-    let token = match cfg
-        .decisions
-        .token(std::env::var("ATOWATCH_DECISIONS_TOKEN").ok())
-    {
+    let (token, admin_token) = match cfg.decisions.tokens(
+        std::env::var("ATOWATCH_DECISIONS_TOKEN").ok(),
+        std::env::var("ATOWATCH_DECISIONS_ADMIN_TOKEN").ok(),
+    ) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("atowatch: {e}");
@@ -515,6 +515,7 @@ fn cmd_run(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         health: health.clone(),
         decisions: decisions.clone(),
         token: token.map(Into::into),
+        admin_token: admin_token.map(Into::into),
     };
     let addr = rt.block_on(atowatch::http::serve(&cfg.http.bind, state))?;
     atowatch::info!(

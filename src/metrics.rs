@@ -53,6 +53,7 @@ pub struct Metrics {
     /// Decisions made, by action and scope (never by entity: no IP or account labels).
     pub decisions: IntCounterVec,
     pub decisions_active: IntGaugeVec,
+    pub decisions_lifted: IntCounterVec,
     /// Sign-ins per service and outcome (services are few and capped by
     /// state.max_services; never per account or IP).
     pub service_logins: IntCounterVec,
@@ -310,6 +311,12 @@ impl Metrics {
                 &r,
                 "atowatch_decisions_active",
                 "Decisions in force now, by action and scope.",
+                &["action", "scope"],
+            ),
+            decisions_lifted: counter_vec(
+                &r,
+                "atowatch_decisions_lifted_total",
+                "Decisions lifted by hand (DELETE /v1/decisions/{id}) before their end, by action and scope.",
                 &["action", "scope"],
             ),
             service_logins: counter_vec(

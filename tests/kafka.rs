@@ -956,6 +956,7 @@ fn decisions_are_served_with_a_bearer_token_and_published_to_the_compacted_topic
             health: health.clone(),
             decisions: decisions.clone(),
             token: token.map(Into::into),
+            admin_token: None,
         };
         rt.block_on(atowatch::http::serve("127.0.0.1:0", state))
             .unwrap()
@@ -1180,6 +1181,145 @@ fn decisions_published_by_another_instance_are_served_here_until_their_tombstone
     wait_for("the tombstone", Duration::from_secs(30), || {
         served("192.0.2.77") == 0
     });
+    stop.store(true, Ordering::Relaxed);
+    run.join().unwrap().expect("run");
+}
+
+#[test]
+fn a_decision_lifted_by_hand_ends_at_once_on_the_topic_and_its_offences_are_forgiven() {
+    let c = Cluster::new(1);
+    // Credential stuffing: 20 accounts in 4 minutes, then again an hour later.
+    let burst = |from: i64, tag: &str| -> Vec<Vec<u8>> {
+        (0..20)
+            .map(|i| {
+                Ev::failure(
+                    from + i * 12 * SEC,
+                    "203.0.113.50",
+                    &format!("{tag}{i}@example.com"),
+                )
+                .json()
+                .into_bytes()
+            })
+            .collect()
+    };
+    produce(
+        &c.brokers,
+        EVENTS,
+        burst(T0, "u").iter().map(Vec::as_slice),
+        None,
+    );
+    let (token, admin) = ("reader-token-0123456789", "admin-token-0123456789");
+    let metrics = Arc::new(Metrics::new());
+    let health = Arc::new(Health::default());
+    let decisions = Arc::new(atowatch::decisions::DecisionTable::new());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let serve = |admin: Option<&str>| {
+        let state = atowatch::http::HttpState {
+            metrics: metrics.clone(),
+            health: health.clone(),
+            decisions: decisions.clone(),
+            token: Some(token.into()),
+            admin_token: admin.map(Into::into),
+        };
+        rt.block_on(atowatch::http::serve("127.0.0.1:0", state))
+            .unwrap()
+            .to_string()
+    };
+    let (addr, no_admin) = (serve(Some(admin)), serve(None));
+    let opts = RunOptions {
+        decisions: decisions.clone(),
+        ..RunOptions::default()
+    };
+    let stop = opts.stop.clone();
+    let (m, h, cfg) = (metrics.clone(), health.clone(), config(&c.brokers));
+    let run = std::thread::spawn(move || kafka::run(cfg, m, h, opts));
+    let id = "ip:203.0.113.50";
+    let active = || -> Vec<serde_json::Value> {
+        let (status, body) = http_request(&addr, "GET", "/v1/decisions", Some(token));
+        assert_eq!(status, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        v["decisions"].as_array().unwrap().clone()
+    };
+    wait_for("the stuffing ban", Duration::from_secs(30), || {
+        active().iter().any(|d| d["id"] == id)
+    });
+    let path = format!("/v1/decisions/{id}");
+    assert_eq!(
+        http_request(&no_admin, "DELETE", &path, Some(admin)).0,
+        404,
+        "lifting off"
+    );
+    assert_eq!(http_request(&addr, "DELETE", &path, None).0, 401);
+    let (status, body) = http_request(&addr, "DELETE", &path, Some(token));
+    assert_eq!(status, 403, "the bouncers' token cannot lift: {body}");
+    assert!(body.contains("admin token"), "{body}");
+    assert_eq!(
+        http_request(&addr, "DELETE", "/v1/decisions/ip:192.0.2.1", Some(admin)).0,
+        404,
+        "no such decision"
+    );
+    let before = chrono::Utc::now().timestamp_millis() - 1000;
+    let (status, body) = http_request(&addr, "DELETE", &path, Some(admin));
+    assert_eq!(status, 200, "{body}");
+    let lifted: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(lifted["lifted"]["id"], id);
+    assert!(active().iter().all(|d| d["id"] != id), "ended here at once");
+    let (_, since) = http_request(
+        &addr,
+        "GET",
+        &format!("/v1/decisions?since={before}"),
+        Some(token),
+    );
+    assert!(
+        since.contains("\"deleted\":[{") && since.contains(id),
+        "{since}"
+    );
+    assert_eq!(
+        http_request(&addr, "DELETE", &path, Some(admin)).0,
+        404,
+        "lifted once"
+    );
+
+    // Every instance reading the topic ends it: a tombstone follows the ban.
+    wait_for("the tombstone", Duration::from_secs(30), || {
+        let recs = read_all(&c.brokers, DECISIONS);
+        let mine: Vec<_> = recs
+            .iter()
+            .filter(|r| r.key.as_deref() == Some(id.as_bytes()))
+            .collect();
+        mine.len() >= 2 && mine.last().unwrap().payload.is_empty()
+    });
+    let scraped = parse_metrics(&http_get(&addr, "/metrics").1);
+    assert_eq!(
+        metric_sum(
+            &scraped,
+            "atowatch_decisions_lifted_total",
+            &[("action", "ban"), ("scope", "ip")]
+        ),
+        1.0
+    );
+
+    // The same IP attacks again an hour later: a first offence again (15 minutes), not
+    // a repeat (30).
+    produce(
+        &c.brokers,
+        EVENTS,
+        burst(T0 + 60 * MIN, "w").iter().map(Vec::as_slice),
+        None,
+    );
+    wait_for("the new ban", Duration::from_secs(30), || {
+        active().iter().any(|d| d["id"] == id)
+    });
+    let again = active().into_iter().find(|d| d["id"] == id).unwrap();
+    assert_eq!(
+        (again["offence"].as_i64(), again["duration_s"].as_i64()),
+        (Some(1), Some(900)),
+        "{again}"
+    );
     stop.store(true, Ordering::Relaxed);
     run.join().unwrap().expect("run");
 }

@@ -89,7 +89,9 @@ fn follow(consumer: BaseConsumer, topic: &str, table: &DecisionTable, stop: &Ato
             Some(Ok(m)) => {
                 let now = chrono::Utc::now().timestamp_millis();
                 match (m.key(), m.payload()) {
-                    (Some(k), None) => table.remove(&String::from_utf8_lossy(k), now),
+                    (Some(k), None) => {
+                        table.remove(&String::from_utf8_lossy(k), now);
+                    }
                     (_, Some(p)) => {
                         table.learn(p, now);
                     }

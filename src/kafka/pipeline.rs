@@ -1633,11 +1633,20 @@ impl Worker {
         self.expire_decisions();
     }
 
-    /// Ends decisions whose time is up; on the compacted topic a tombstone (null value)
-    /// under the same key ends them for every reader.
-    fn expire_decisions(&self) {
+    /// Ends decisions whose time is up, and those lifted through the API; on the
+    /// compacted topic a tombstone (null value) under the same key ends them for every
+    /// reader. A lifted decision's entity is forgiven its offences.
+    fn expire_decisions(&mut self) {
         let sh = &self.shared;
-        let gone = sh.decisions.expire(chrono::Utc::now().timestamp_millis());
+        let mut gone = sh.decisions.expire(chrono::Utc::now().timestamp_millis());
+        for d in sh.decisions.take_lifted() {
+            self.decider.forgive(&d.id);
+            sh.metrics
+                .decisions_lifted
+                .with_label_values(&[d.action.as_str(), d.scope.as_str()])
+                .inc();
+            gone.push(d);
+        }
         if !sh.cfg.decisions.topic.is_empty() {
             for d in &gone {
                 let meta = Box::new(OutMeta {

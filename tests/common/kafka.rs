@@ -293,7 +293,6 @@ pub fn replay(cfg: &Config, payloads: &[Vec<u8>]) -> Vec<String> {
     out.iter().map(|s| s.to_json()).collect()
 }
 
-/// A plain HTTP/1.1 GET: (status, body).
 /// Serves atowatch's HTTP endpoints on a loopback port; keep the runtime alive.
 pub fn serve_http(
     metrics: &Arc<Metrics>,
@@ -312,12 +311,21 @@ pub fn serve_http(
     (rt, addr)
 }
 
+/// A plain HTTP/1.1 GET: (status, body).
 pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    http_request(addr, "GET", path, None)
+}
+
+/// A plain HTTP/1.1 request, with a bearer token if given: (status, body).
+pub fn http_request(addr: &str, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
     let mut s = TcpStream::connect(addr).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
     )
     .unwrap();
     let mut buf = String::new();
