@@ -162,6 +162,17 @@ def check(path, values_path, changed_path=None):
     else:
         expect("ATOWATCH_SASL_PASSWORD" not in env, "SASL env without kafka.sasl.existingSecret")
     expect("sasl.password" not in toml_text, "sasl.password in the ConfigMap")
+    dec = values.get("decisions", {})
+    if dec.get("existingSecret"):
+        pairs = [("ATOWATCH_DECISIONS_TOKEN", dec.get("tokenKey", "token"))]
+        if dec.get("adminTokenKey"):
+            pairs.append(("ATOWATCH_DECISIONS_ADMIN_TOKEN", dec["adminTokenKey"]))
+        for var, key in pairs:
+            ref = env.get(var, {}).get("valueFrom", {}).get("secretKeyRef", {})
+            expect(ref == {"name": dec["existingSecret"], "key": key}, f"env {var} secretKeyRef = {ref!r}")
+    else:
+        expect("ATOWATCH_DECISIONS_TOKEN" not in env, "decisions token env without decisions.existingSecret")
+    expect("api_token" not in toml_text and "admin_token" not in toml_text, "a decisions token in the ConfigMap")
 
     # Service: port named http-metrics, selecting the pods.
     (sp,) = svc["spec"]["ports"]
@@ -374,6 +385,8 @@ expect_render_fails "grace period not above shutdown_timeout" "must be greater t
     --set terminationGracePeriodSeconds=25
 expect_render_fails "sasl.password in values" "put it in a Secret" --set 'kafka.properties.sasl\.password=hunter2'
 expect_render_fails "brokers in config" "set the chart value kafka.brokers" --set config.kafka.brokers=x:9092
+expect_render_fails "decisions admin token in values" "put it in a Secret named by decisions.existingSecret" \
+    --set config.decisions.admin_token=0123456789abcdef0123
 expect_render_fails "statistics off" "statistics.interval.ms" --set 'kafka.properties.statistics\.interval\.ms=0'
 expect_render_fails "typo in a value name (schema)" "additional properties" --set replicas=3
 expect_render_fails "bad topic name (schema)" "does not match pattern" --set 'kafka.topics[0]=auth/events'

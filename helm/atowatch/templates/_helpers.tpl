@@ -185,6 +185,12 @@ property tables from values.kafka. Refuses keys that belong to other values.
 {{- fail (printf "config.kafka.%s: set the chart value %s instead" $k (index $owned $k)) -}}
 {{- end -}}
 {{- end -}}
+{{- $dec := index $cfg "decisions" | default dict -}}
+{{- range $k := list "api_token" "admin_token" -}}
+{{- if index $dec $k -}}
+{{- fail (printf "config.decisions.%s would be stored in a ConfigMap; put it in a Secret named by decisions.existingSecret" $k) -}}
+{{- end -}}
+{{- end -}}
 {{- if and (hasKey $cfg "http") (hasKey (index $cfg "http" | default dict) "bind") -}}
 {{- fail "config.http.bind: set the chart value http.port instead" -}}
 {{- end -}}
