@@ -110,20 +110,26 @@ pub fn run(opts: DemoOptions, out: &mut (dyn Write + Send)) -> Result<DemoReport
         .enable_all()
         .build()
         .expect("tokio runtime");
-    // The demo serves the decisions API too, with a throwaway token it prints.
-    let token: String = {
+    // The demo serves the decisions API too, with throwaway tokens it prints: one to
+    // read (as a bouncer would), one to lift a decision.
+    let throwaway = |kind: &str| -> String {
         use std::hash::BuildHasher;
         // RandomState is keyed from the OS's randomness: good enough for a demo token.
         let r = std::collections::hash_map::RandomState::new();
-        format!("demo-{:016x}{:016x}", r.hash_one(1u8), r.hash_one(2u8))
+        format!(
+            "demo-{kind}-{:016x}{:016x}",
+            r.hash_one(1u8),
+            r.hash_one(2u8)
+        )
     };
+    let (token, admin) = (throwaway("read"), throwaway("admin"));
     let decisions = Arc::new(crate::decisions::DecisionTable::new());
     let state = crate::http::HttpState {
         metrics: metrics.clone(),
         health: health.clone(),
         decisions: decisions.clone(),
         token: Some(token.clone().into()),
-        admin_token: None,
+        admin_token: Some(admin.clone().into()),
     };
     let addr = rt.block_on(async {
         match crate::http::serve(&opts.http_bind, state.clone()).await {
@@ -144,6 +150,9 @@ pub fn run(opts: DemoOptions, out: &mut (dyn Write + Send)) -> Result<DemoReport
     eprintln!("demo: metrics at {metrics_url} (also /healthz, /readyz)");
     eprintln!(
         "demo: decisions: curl -H 'Authorization: Bearer {token}' http://{addr}/v1/decisions"
+    );
+    eprintln!(
+        "demo: lift one:  curl -X DELETE -H 'Authorization: Bearer {admin}' http://{addr}/v1/decisions/<id>"
     );
 
     let pipeline_stop = Arc::new(AtomicBool::new(false));

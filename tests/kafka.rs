@@ -686,6 +686,7 @@ fn the_demo_runs_the_real_pipeline_and_finds_every_labelled_attack() {
         assert!(rules.contains(rule), "{rule} missing from {rules:?}");
     }
     assert!(err.contains("metrics at http://127.0.0.1:"), "{err}");
+    assert!(err.contains("demo: lift one:  curl -X DELETE"), "{err}");
     let produced = err
         .lines()
         .find(|l| l.starts_with("Summary:"))
