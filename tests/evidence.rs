@@ -1,9 +1,11 @@
 //! Signals explain themselves: every count a signal carries is what the events say. Each
 //! entity signal's counts are recomputed here from the simulated events in its window,
 //! `(ts - window, ts]`, and must match: exactly, or within HyperLogLog's error for a
-//! distinct count past the exact sets. To the simulated traffic the test adds a stuffer
-//! that comes back in a second wave an hour later: a day's coarse sketch slices once
-//! made its 10-minute count take in the first wave's accounts.
+//! distinct count past the exact sets; the samples a signal names must be among the
+//! members counted. To the simulated traffic the test adds two attackers that come back
+//! an hour later: a stuffer (a day's coarse sketch slices once made its 10-minute count
+//! take in the first wave's accounts) and a brute-forcer on one account from a new IP
+//! (the first wave's IP must not be named in the second's samples).
 
 use std::collections::BTreeSet;
 
@@ -43,6 +45,7 @@ fn simulated(seed: u64) -> (Vec<Seen>, Vec<(usize, Signal)>) {
     let ts = |l: &[u8]| decode_native(l).expect("valid").ts_ms;
     let start = ts(&lines[0]);
     lines.extend(returning_stuffer(start + 40 * MIN));
+    lines.extend(returning_bruteforcer(start + 45 * MIN));
     lines.sort_by_key(|l| ts(l));
     let trusted = cfg.trusted_proxies();
     let mut engine = Engine::new(cfg.clone());
@@ -98,6 +101,27 @@ fn returning_stuffer(from: i64) -> Vec<Vec<u8>> {
 /// What a rule counts distinct values of (an IP's accounts, an account's IPs).
 type Member = fn(&Seen) -> &str;
 
+/// Two waves of 12 failures on one account in 3 minutes, an hour apart, each from its
+/// own IP.
+fn returning_bruteforcer(from: i64) -> Vec<Vec<u8>> {
+    (0..24)
+        .map(|i| {
+            let (t, ip) = if i < 12 {
+                (from + i * 15_000, "198.18.0.88")
+            } else {
+                (from + 60 * MIN + (i - 12) * 15_000, "198.18.0.99")
+            };
+            serde_json::json!({
+                "type": "user.login", "outcome": "failure", "ts": t, "ip": ip,
+                "user": {"login": "returning.target@example.org"},
+                "event_id": format!("bruteforcer-{i}"), "service": "accounts-api",
+            })
+            .to_string()
+            .into_bytes()
+        })
+        .collect()
+}
+
 /// The counts a rule's signal should carry, from the events alone.
 #[derive(Debug, PartialEq)]
 struct Expected {
@@ -105,13 +129,14 @@ struct Expected {
     distinct: Option<u64>,
 }
 
-fn expected(rule: Rule, s: &Signal, seen: &[Seen]) -> Option<Expected> {
+/// The counts, and the members counted (which the signal's samples must be among).
+fn expected<'a>(rule: Rule, s: &Signal, seen: &'a [Seen]) -> Option<(Expected, BTreeSet<&'a str>)> {
     let w: Dur = s.window.parse().expect("window");
     let (end, v) = (s.ts_ms, s.entity.value.as_str());
     let inside = |e: &&Seen| e.ts > end - w.ms() && e.ts <= end;
     let of_ip = |e: &&Seen| e.ip == v;
     let of_account = |e: &&Seen| e.account == v;
-    let (events, distinct): (Vec<&Seen>, Option<Member>) = match rule {
+    let (events, distinct): (Vec<&'a Seen>, Option<Member>) = match rule {
         Rule::Bruteforce | Rule::DistributedBruteforce => (
             seen.iter()
                 .filter(inside)
@@ -146,11 +171,16 @@ fn expected(rule: Rule, s: &Signal, seen: &[Seen]) -> Option<Expected> {
         ),
         _ => return None,
     };
-    Some(Expected {
-        events: events.len() as u64,
-        distinct: distinct
-            .map(|f| events.iter().map(|e| f(e)).collect::<BTreeSet<_>>().len() as u64),
-    })
+    let members: BTreeSet<&str> = distinct
+        .map(|f| events.iter().map(|e| f(e)).collect())
+        .unwrap_or_default();
+    Some((
+        Expected {
+            events: events.len() as u64,
+            distinct: distinct.map(|_| members.len() as u64),
+        },
+        members,
+    ))
 }
 
 /// What the signal says, in the same shape.
@@ -184,9 +214,22 @@ fn every_entity_signal_carries_the_counts_of_the_events_in_its_window() {
         let mut checked = BTreeSet::new();
         let mut wrong = Vec::new();
         for (read, s) in &signals {
-            let Some(want) = expected(s.rule, s, &seen[..*read]) else {
+            let Some((want, members)) = expected(s.rule, s, &seen[..*read]) else {
                 continue;
             };
+            let samples = s
+                .evidence
+                .sample_accounts
+                .iter()
+                .chain(&s.evidence.sample_ips);
+            for m in samples.filter(|m| !members.contains(m.as_str())) {
+                wrong.push(format!(
+                    "seed {seed}: {} {} at {}: sample {m} did not fail in the window",
+                    s.rule.as_str(),
+                    s.entity.value,
+                    s.ts
+                ));
+            }
             checked.insert(s.rule.as_str());
             let got = claimed(s.rule, s);
             let distinct_ok = match (got.distinct, want.distinct) {
@@ -211,6 +254,16 @@ fn every_entity_signal_carries_the_counts_of_the_events_in_its_window() {
         assert!(
             waves >= 2,
             "seed {seed}: the stuffer's second wave was not signalled"
+        );
+        let waves = signals
+            .iter()
+            .filter(|(_, s)| {
+                s.rule == Rule::Bruteforce && s.entity.value == "returning.target@example.org"
+            })
+            .count();
+        assert!(
+            waves >= 2,
+            "seed {seed}: the brute-forcer's second wave was not signalled"
         );
         for rule in [
             "bruteforce",
