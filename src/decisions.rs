@@ -382,6 +382,11 @@ mod tests {
         }
     }
 
+    /// The signal most decisions come from: a high `credential_stuffing` on an IP.
+    fn stuffing_signal(ip: &str) -> Signal {
+        signal(Rule::CredentialStuffing, Severity::High, EntityType::Ip, ip)
+    }
+
     const NOW: i64 = 1_800_000_000_000;
 
     fn decider() -> Decider {
@@ -395,12 +400,7 @@ mod tests {
     #[test]
     fn stuffing_bans_the_ip_for_fifteen_minutes_and_longer_when_it_comes_back() {
         let mut d = decider();
-        let s = signal(
-            Rule::CredentialStuffing,
-            Severity::High,
-            EntityType::Ip,
-            "203.0.113.7",
-        );
+        let s = stuffing_signal("203.0.113.7");
         let first = d.decide(&s, NOW).unwrap();
         assert_eq!((first.action, first.scope), (Action::Ban, Scope::Ip));
         assert_eq!(first.duration_s, 15 * 60);
@@ -415,12 +415,7 @@ mod tests {
         let mut cfg = Config::default().decisions;
         cfg.severity_factor.critical = 4.0;
         let mut d = Decider::new(&cfg, CidrSet::new(vec![]));
-        let high = signal(
-            Rule::CredentialStuffing,
-            Severity::High,
-            EntityType::Ip,
-            "192.0.2.1",
-        );
+        let high = stuffing_signal("192.0.2.1");
         let crit = signal(
             Rule::CredentialStuffing,
             Severity::Critical,
@@ -467,12 +462,7 @@ mod tests {
     #[test]
     fn allowlisted_networks_and_services_never_get_decisions() {
         let mut d = decider();
-        let s = signal(
-            Rule::CredentialStuffing,
-            Severity::High,
-            EntityType::Ip,
-            "198.51.100.20",
-        );
+        let s = stuffing_signal("198.51.100.20");
         assert_eq!(d.decide(&s, NOW), None);
         let svc = signal(
             Rule::DistributedCredentialStuffing,
@@ -502,12 +492,7 @@ mod tests {
     fn expired_decisions_leave_the_table_and_show_up_as_ended_since() {
         let mut d = decider();
         let t = DecisionTable::new();
-        let s = signal(
-            Rule::CredentialStuffing,
-            Severity::High,
-            EntityType::Ip,
-            "203.0.113.7",
-        );
+        let s = stuffing_signal("203.0.113.7");
         t.upsert(d.decide(&s, NOW).unwrap());
         assert_eq!(t.expire(NOW + 60_000).len(), 0);
         let gone = t.expire(NOW + 16 * 60_000);
@@ -528,12 +513,7 @@ mod tests {
     fn a_lifted_decision_read_back_from_the_topic_stays_lifted_but_a_newer_one_counts() {
         let mut d = decider();
         let t = DecisionTable::new();
-        let s = signal(
-            Rule::CredentialStuffing,
-            Severity::High,
-            EntityType::Ip,
-            "203.0.113.7",
-        );
+        let s = stuffing_signal("203.0.113.7");
         let first = d.decide(&s, NOW).unwrap();
         t.upsert(first.clone());
         let lifted = t.lift("ip:203.0.113.7", NOW + 1000).expect("active");

@@ -951,20 +951,8 @@ fn decisions_are_served_with_a_bearer_token_and_published_to_the_compacted_topic
         .enable_all()
         .build()
         .unwrap();
-    let serve = |token: Option<&str>| {
-        let state = atowatch::http::HttpState {
-            metrics: metrics.clone(),
-            health: health.clone(),
-            decisions: decisions.clone(),
-            token: token.map(Into::into),
-            admin_token: None,
-        };
-        rt.block_on(atowatch::http::serve("127.0.0.1:0", state))
-            .unwrap()
-            .to_string()
-    };
-    let addr = serve(Some(token));
-    let off = serve(None);
+    let addr = serve_decisions(&rt, &metrics, &decisions, Some(token), None);
+    let off = serve_decisions(&rt, &metrics, &decisions, None, None);
     let opts = RunOptions {
         stop_after: Some(events.len() as u64),
         decisions: decisions.clone(),
@@ -1218,19 +1206,8 @@ fn a_decision_lifted_by_hand_ends_at_once_on_the_topic_and_its_offences_are_forg
         .enable_all()
         .build()
         .unwrap();
-    let serve = |admin: Option<&str>| {
-        let state = atowatch::http::HttpState {
-            metrics: metrics.clone(),
-            health: health.clone(),
-            decisions: decisions.clone(),
-            token: Some(token.into()),
-            admin_token: admin.map(Into::into),
-        };
-        rt.block_on(atowatch::http::serve("127.0.0.1:0", state))
-            .unwrap()
-            .to_string()
-    };
-    let (addr, no_admin) = (serve(Some(admin)), serve(None));
+    let addr = serve_decisions(&rt, &metrics, &decisions, Some(token), Some(admin));
+    let no_admin = serve_decisions(&rt, &metrics, &decisions, Some(token), None);
     let opts = RunOptions {
         decisions: decisions.clone(),
         ..RunOptions::default()

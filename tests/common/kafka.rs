@@ -311,6 +311,27 @@ pub fn serve_http(
     (rt, addr)
 }
 
+/// The decisions API as `run` serves it, over one table, with these tokens; serves on
+/// `rt` (keep it alive) and returns the address. Call it twice for two configurations.
+pub fn serve_decisions(
+    rt: &tokio::runtime::Runtime,
+    metrics: &Arc<Metrics>,
+    decisions: &Arc<atowatch::decisions::DecisionTable>,
+    token: Option<&str>,
+    admin_token: Option<&str>,
+) -> String {
+    let state = atowatch::http::HttpState {
+        metrics: metrics.clone(),
+        health: Arc::new(Health::default()),
+        decisions: decisions.clone(),
+        token: token.map(Into::into),
+        admin_token: admin_token.map(Into::into),
+    };
+    rt.block_on(atowatch::http::serve("127.0.0.1:0", state))
+        .expect("bind")
+        .to_string()
+}
+
 /// A plain HTTP/1.1 GET: (status, body).
 pub fn http_get(addr: &str, path: &str) -> (u16, String) {
     http_request(addr, "GET", path, None)
