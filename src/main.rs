@@ -509,7 +509,7 @@ fn cmd_run(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         }
     };
     let decisions = Arc::new(atowatch::decisions::DecisionTable::new());
-    let api_on = token.is_some();
+    let (api_on, lift_on) = (token.is_some(), admin_token.is_some());
     let state = HttpState {
         metrics: metrics.clone(),
         health: health.clone(),
@@ -540,6 +540,15 @@ fn cmd_run(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
             "/v1/decisions is off: set decisions.api_token_file or ATOWATCH_DECISIONS_TOKEN"
         );
     }
+    atowatch::info!(
+        "http",
+        "lifting decisions by hand (DELETE /v1/decisions/{{id}}) is {}",
+        if lift_on {
+            "on"
+        } else {
+            "off: set decisions.admin_token_file or ATOWATCH_DECISIONS_ADMIN_TOKEN"
+        }
+    );
     let opts = RunOptions {
         stop,
         decisions,
