@@ -89,6 +89,10 @@ atowatch demo --scenario credential_stuffing,account_takeover --json | jq ."
 environment variables override them for containers: ATOWATCH_BROKERS, ATOWATCH_GROUP_ID, \
 ATOWATCH_TOPICS (comma-separated), ATOWATCH_SIGNALS_TOPIC, ATOWATCH_DEAD_LETTER_TOPIC, \
 ATOWATCH_HTTP_BIND. Any librdkafka property goes in [kafka.properties] (SASL/TLS too).\n\n\
+Decisions (block this IP, step up this account) are served at GET /v1/decisions with the \
+token in ATOWATCH_DECISIONS_TOKEN (or decisions.api_token_file); DELETE \
+/v1/decisions/{id} lifts one, with the different token in ATOWATCH_DECISIONS_ADMIN_TOKEN \
+(or decisions.admin_token_file). Without a token each stays off.\n\n\
 At-least-once: an offset is committed only after every signal and dead-letter record of \
 that event and of all earlier events of its partition is acknowledged. SIGTERM or SIGINT \
 stops fetching, drains, commits and exits 0 within kafka.shutdown_timeout; a second \
