@@ -255,8 +255,8 @@ impl DecisionTable {
 
     /// Lifts a decision by hand (a false positive): it ends here at once, as an expired
     /// one does (bouncers polling `?since=` see it deleted), and the pipeline ends it on
-    /// the decisions topic, for every other instance, within a second. `None` if no
-    /// decision with this id is active.
+    /// the decisions topic (a tombstone, within a second), for every other instance.
+    /// `None` if no decision with this id is active.
     pub fn lift(&self, id: &str, now_ms: i64) -> Option<Decision> {
         let d = self.remove(id, now_ms)?;
         self.lifted_created
