@@ -946,11 +946,7 @@ fn decisions_are_served_with_a_bearer_token_and_published_to_the_compacted_topic
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::default());
     let decisions = Arc::new(atowatch::decisions::DecisionTable::new());
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = http_runtime();
     let addr = serve_decisions(&rt, &metrics, &decisions, Some(token), None);
     let off = serve_decisions(&rt, &metrics, &decisions, None, None);
     let opts = RunOptions {
@@ -1201,11 +1197,7 @@ fn a_decision_lifted_by_hand_ends_at_once_on_the_topic_and_its_offences_are_forg
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::default());
     let decisions = Arc::new(atowatch::decisions::DecisionTable::new());
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = http_runtime();
     let addr = serve_decisions(&rt, &metrics, &decisions, Some(token), Some(admin));
     let no_admin = serve_decisions(&rt, &metrics, &decisions, Some(token), None);
     let opts = RunOptions {

@@ -298,17 +298,22 @@ pub fn serve_http(
     metrics: &Arc<Metrics>,
     health: &Arc<Health>,
 ) -> (tokio::runtime::Runtime, String) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = http_runtime();
     let state = atowatch::http::HttpState::new(metrics.clone(), health.clone());
     let addr = rt
         .block_on(atowatch::http::serve("127.0.0.1:0", state))
         .expect("bind")
         .to_string();
     (rt, addr)
+}
+
+/// A runtime for atowatch's HTTP server, as `run` builds one (one worker thread).
+pub fn http_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
 }
 
 /// The decisions API as `run` serves it, over one table, with these tokens; serves on
