@@ -533,27 +533,26 @@ impl Default for DecisionsConfig {
     }
 }
 
-impl DecisionsConfig {
-    /// The API token: `ATOWATCH_DECISIONS_TOKEN`, else the file, else the config value.
-    /// `None` keeps the endpoint off.
-    pub fn token(&self, env: Option<String>) -> Result<Option<String>, String> {
-        read_token(
-            env,
-            &self.api_token_file,
-            &self.api_token,
-            "decisions.api_token",
-        )
-    }
+/// Why an admin token equal to the API token is refused (config check and start-up).
+const SAME_TOKENS: &str =
+    "must differ from decisions.api_token (bouncers hold that one, and could lift decisions)";
 
-    /// The API token (as `token`) and the admin token, from
-    /// `ATOWATCH_DECISIONS_ADMIN_TOKEN`, else `admin_token_file`, else `admin_token`.
-    /// An admin token equal to the API token is refused: every bouncer could lift.
+impl DecisionsConfig {
+    /// The API token, from `ATOWATCH_DECISIONS_TOKEN`, else `api_token_file`, else
+    /// `api_token`, and the admin token, from `ATOWATCH_DECISIONS_ADMIN_TOKEN`, else
+    /// `admin_token_file`, else `admin_token`. `None` keeps its endpoint off. An admin
+    /// token equal to the API token is refused: every bouncer could lift.
     pub fn tokens(
         &self,
         env: Option<String>,
         admin_env: Option<String>,
     ) -> Result<(Option<String>, Option<String>), String> {
-        let api = self.token(env)?;
+        let api = read_token(
+            env,
+            &self.api_token_file,
+            &self.api_token,
+            "decisions.api_token",
+        )?;
         let admin = read_token(
             admin_env,
             &self.admin_token_file,
@@ -561,10 +560,7 @@ impl DecisionsConfig {
             "decisions.admin_token",
         )?;
         if admin.is_some() && admin == api {
-            return Err(
-                "decisions.admin_token: must differ from decisions.api_token (bouncers hold that one, and could lift decisions)"
-                    .into(),
-            );
+            return Err(format!("decisions.admin_token: {SAME_TOKENS}"));
         }
         Ok((api, admin))
     }
@@ -1112,10 +1108,7 @@ impl Config {
             }
         }
         if !d.admin_token.trim().is_empty() && d.admin_token.trim() == d.api_token.trim() {
-            return Err(key_err(
-                "decisions.admin_token",
-                "must differ from decisions.api_token (bouncers hold that one, and could lift decisions)",
-            ));
+            return Err(key_err("decisions.admin_token", SAME_TOKENS));
         }
         if d.topic == self.kafka.signals_topic || d.topic == self.kafka.dead_letter_topic {
             return Err(key_err(
