@@ -2,7 +2,7 @@
 //! Anchor: Auth0 brute-force protection blocks after 10 failed attempts on one account.
 
 use crate::config::BruteforceConfig;
-use crate::detectors::{Ctx, Fire, escalation_count, severity_for};
+use crate::detectors::{Cooldown, Ctx, Fire, Fired, escalation_count, severity_for};
 use crate::engine::state::AccountHot;
 use crate::signal::{Counts, Entity, EntityType, Rule};
 
@@ -11,6 +11,7 @@ pub fn check(
     cfg: &BruteforceConfig,
     ctx: Ctx,
     hot: &mut AccountHot,
+    fired: Option<&Fired>,
     idx: usize,
     account: &str,
 ) -> Option<Fire> {
@@ -18,12 +19,17 @@ pub fn check(
     let w = cfg.window.ms();
     let end = hot.failures.crossing(idx, n, w)?;
     let failures = hot.failures.count_in(end, w);
-    let ips = hot.failing_ips.count(end, w);
     let severity = severity_for(
         cfg.severity,
         failures,
         escalation_count(cfg.min_failures, ctx.factor),
     );
+    // Before the distinct count, which for an account failing from thousands of IPs
+    // is a sketch's (a pass over its 4,096 registers).
+    if Cooldown::muted_in(fired, Rule::Bruteforce, end, severity) {
+        return None;
+    }
+    let ips = hot.failing_ips.count(end, w);
     Some(Fire {
         rule: Rule::Bruteforce,
         severity,

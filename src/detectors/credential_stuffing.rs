@@ -3,7 +3,7 @@
 //! NAT gateways (many users, mostly successful) out.
 
 use crate::config::CredentialStuffingConfig;
-use crate::detectors::{Ctx, Fire, escalation_count, ratio, severity_for};
+use crate::detectors::{Cooldown, Ctx, Fire, escalation_count, ratio, severity_for};
 use crate::engine::state::{IpHot, SLICES, SliceCounter};
 use crate::normalize::IpKey;
 use crate::signal::{Counts, Entity, EntityType, Rule, round3};
@@ -30,10 +30,8 @@ pub fn check(
     {
         return None;
     }
-    let accounts = hot.failing_accounts.count(end, w);
-    if accounts < cfg.min_distinct_accounts as u64 {
-        return None;
-    }
+    // The ratio and the cooldown before the distinct count: they are cheap, and the
+    // count of a sketched set (a busy NAT gateway, a stuffing IP) is not.
     let failures = hot.failures.count_in(end, w) as u64;
     let successes = successes.count(end, slice_ms(cfg));
     let r = ratio(failures, failures + successes);
@@ -45,6 +43,18 @@ pub fn check(
         failures as usize,
         escalation_count(cfg.min_failures, ctx.factor),
     );
+    if Cooldown::muted_in(
+        hot.fired.as_deref(),
+        Rule::CredentialStuffing,
+        end,
+        severity,
+    ) {
+        return None;
+    }
+    let accounts = hot.failing_accounts.count(end, w);
+    if accounts < cfg.min_distinct_accounts as u64 {
+        return None;
+    }
     Some(Fire {
         rule: Rule::CredentialStuffing,
         severity,

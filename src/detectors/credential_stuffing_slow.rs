@@ -3,7 +3,7 @@
 //! Anchor: Auth0 suspicious-IP throttling, 100 failed attempts per IP per day.
 
 use crate::config::CredentialStuffingSlowConfig;
-use crate::detectors::{Ctx, Fire, escalation_count, severity_for, window_cap};
+use crate::detectors::{Cooldown, Ctx, Fire, Fired, escalation_count, severity_for, window_cap};
 use crate::engine::distinct::DistinctWindow;
 use crate::engine::window::TsWindow;
 use crate::normalize::IpKey;
@@ -27,20 +27,26 @@ pub fn check(
     ctx: Ctx,
     failures: &TsWindow,
     failing_accounts: &mut DistinctWindow,
+    fired: Option<&Fired>,
     idx: usize,
     ip: &IpKey,
 ) -> Option<Fire> {
     let w = cfg.window.ms();
     let esc = escalation_count(cfg.min_failures, ctx.factor);
     let end = failures.crossing(idx, cfg.min_failures as usize, w)?;
+    let failures = failures.count_in(end, w);
+    let severity = severity_for(cfg.severity, failures, esc);
+    // Before the distinct count, which for a sketched set is not cheap.
+    if Cooldown::muted_in(fired, Rule::CredentialStuffingSlow, end, severity) {
+        return None;
+    }
     let accounts = failing_accounts.count(end, w);
     if accounts < cfg.min_distinct_accounts as u64 {
         return None;
     }
-    let failures = failures.count_in(end, w);
     Some(Fire {
         rule: Rule::CredentialStuffingSlow,
-        severity: severity_for(cfg.severity, failures, esc),
+        severity,
         ts: end,
         window: cfg.window,
         entity: Entity {

@@ -2,7 +2,7 @@
 //! per-IP rule. Anchor: Datadog's targeted-account (distributed brute force) rules.
 
 use crate::config::DistributedBruteforceConfig;
-use crate::detectors::{Ctx, Fire, escalation_count, severity_for};
+use crate::detectors::{Cooldown, Ctx, Fire, Fired, escalation_count, severity_for};
 use crate::engine::state::AccountHot;
 use crate::signal::{Counts, Entity, EntityType, Rule};
 
@@ -10,6 +10,7 @@ pub fn check(
     cfg: &DistributedBruteforceConfig,
     ctx: Ctx,
     hot: &mut AccountHot,
+    fired: Option<&Fired>,
     idx: usize,
     account: &str,
 ) -> Option<Fire> {
@@ -19,16 +20,20 @@ pub fn check(
     {
         return None;
     }
+    // The severity comes from the distinct count, which for thousands of IPs is a
+    // sketch's (a pass over its 4,096 registers): skip it while even the escalated
+    // severity would be held back.
+    let esc = escalation_count(cfg.min_distinct_ips, ctx.factor);
+    let highest = severity_for(cfg.severity, usize::MAX, esc);
+    if Cooldown::muted_in(fired, Rule::DistributedBruteforce, end, highest) {
+        return None;
+    }
     let ips = hot.failing_ips.count(end, w);
     if ips < cfg.min_distinct_ips as u64 {
         return None;
     }
     let failures = hot.failures.count_in(end, w);
-    let severity = severity_for(
-        cfg.severity,
-        ips as usize,
-        escalation_count(cfg.min_distinct_ips, ctx.factor),
-    );
+    let severity = severity_for(cfg.severity, ips as usize, esc);
     Some(Fire {
         rule: Rule::DistributedBruteforce,
         severity,

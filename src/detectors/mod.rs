@@ -54,11 +54,21 @@ pub struct Cooldown {
 }
 
 impl Cooldown {
+    /// Whether a fire at `ts` and `sev` would be held back. Rules whose evidence is dear
+    /// (a sketch count) ask before gathering it: an IP stuffing thousands of accounts
+    /// crosses its threshold again with every failure.
+    pub fn muted(&self, ts: i64, sev: Severity) -> bool {
+        self.sev.is_some_and(|prev| ts < self.until && sev <= prev)
+    }
+
+    /// [`Cooldown::muted`] of the rule in an entity's [`Fired`], if any rule fired on it.
+    pub fn muted_in(fired: Option<&Fired>, rule: Rule, ts: i64, sev: Severity) -> bool {
+        fired.is_some_and(|f| f.cooldowns[rule.index()].muted(ts, sev))
+    }
+
     pub fn allow(&mut self, ts: i64, sev: Severity, cooldown_ms: i64) -> bool {
-        if let Some(prev) = self.sev {
-            if ts < self.until && sev <= prev {
-                return false;
-            }
+        if self.muted(ts, sev) {
+            return false;
         }
         // Never shortened: an event read behind the others (another partition) must
         // not reopen a cooldown a newer one started.

@@ -4,7 +4,7 @@
 //! username out.
 
 use crate::config::UserEnumerationConfig;
-use crate::detectors::{Ctx, Fire, escalation_count, severity_for, window_cap};
+use crate::detectors::{Cooldown, Ctx, Fire, Fired, escalation_count, severity_for, window_cap};
 use crate::engine::distinct::DistinctWindow;
 use crate::engine::window::TsWindow;
 use crate::normalize::IpKey;
@@ -29,6 +29,7 @@ pub fn observe_unknown_account_failure(
     st: &mut IpState,
     t: i64,
     account: u64,
+    fired: Option<&Fired>,
     ip: &IpKey,
 ) -> Option<Fire> {
     let w = cfg.window.ms();
@@ -45,14 +46,20 @@ pub fn observe_unknown_account_failure(
         .failures
         .insert(t, horizon, window_cap(cfg.min_failures, ctx.factor))?;
     let end = st.failures.crossing(idx, cfg.min_failures as usize, w)?;
+    let failures = st.failures.count_in(end, w);
+    let severity = severity_for(cfg.severity, failures, esc);
+    // Before the distinct count, which for an IP trying thousands of names is a
+    // sketch's (a pass over its 4,096 registers).
+    if Cooldown::muted_in(fired, Rule::UserEnumeration, end, severity) {
+        return None;
+    }
     let accounts = st.accounts.count(end, w);
     if accounts < cfg.min_distinct_accounts as u64 {
         return None;
     }
-    let failures = st.failures.count_in(end, w);
     Some(Fire {
         rule: Rule::UserEnumeration,
-        severity: severity_for(cfg.severity, failures, esc),
+        severity,
         ts: end,
         window: cfg.window,
         entity: Entity {

@@ -949,6 +949,7 @@ impl Core {
                         &rules.bruteforce,
                         ctx,
                         hot,
+                        slot.state.fired.as_deref(),
                         idx,
                         account,
                     ));
@@ -958,6 +959,7 @@ impl Core {
                         &rules.distributed_bruteforce,
                         ctx,
                         hot,
+                        slot.state.fired.as_deref(),
                         idx,
                         account,
                     ));
@@ -1047,6 +1049,7 @@ impl Core {
                             ctx,
                             &hot.failures,
                             &mut hot.failing_accounts,
+                            hot.fired.as_deref(),
                             idx,
                             &key,
                         ));
@@ -1060,6 +1063,7 @@ impl Core {
                             hot.enumeration.get_or_insert_with(Default::default),
                             t,
                             acct_hash,
+                            hot.fired.as_deref(),
                             &key,
                         ),
                     );
