@@ -3,7 +3,7 @@
 //! outcome also catches scripted clients that mostly succeed.
 
 use crate::config::IpVelocityConfig;
-use crate::detectors::{Ctx, Fire, escalation_count, severity_for};
+use crate::detectors::{Cooldown, Ctx, Fire, Fired, escalation_count, severity_for};
 use crate::engine::window::TsWindow;
 use crate::normalize::IpKey;
 use crate::signal::{Counts, Entity, EntityType, Rule};
@@ -13,19 +13,26 @@ pub fn check(
     cfg: &IpVelocityConfig,
     ctx: Ctx,
     attempts: &TsWindow,
+    fired: Option<&Fired>,
     idx: usize,
     ip: &IpKey,
 ) -> Option<Fire> {
     let w = cfg.window.ms();
     let end = attempts.crossing(idx, cfg.min_attempts as usize, w)?;
     let n = attempts.count_in(end, w);
+    let severity = severity_for(
+        cfg.severity,
+        n,
+        escalation_count(cfg.min_attempts, ctx.factor),
+    );
+    // A flooding IP crosses again with every event: the cooldown decides before the
+    // signal's text is written.
+    if Cooldown::muted_in(fired, Rule::IpVelocity, end, severity) {
+        return None;
+    }
     Some(Fire {
         rule: Rule::IpVelocity,
-        severity: severity_for(
-            cfg.severity,
-            n,
-            escalation_count(cfg.min_attempts, ctx.factor),
-        ),
+        severity,
         ts: end,
         window: cfg.window,
         entity: Entity {

@@ -1011,6 +1011,7 @@ impl Core {
                             &rules.ip_velocity,
                             ctx,
                             &slot.state.attempts,
+                            slot.state.hot.as_ref().and_then(|h| h.fired.as_deref()),
                             idx,
                             &slot.key,
                         ));
