@@ -7,7 +7,9 @@
 //! statistics. ATOWATCH_BENCH_EVENTS overrides the event count (ATOWATCH_BENCH_ACCOUNTS and
 //! ATOWATCH_BENCH_IPS the population), ATOWATCH_BENCH_CONFIG
 //! names a config file to bench instead of the defaults; with
-//! ATOWATCH_BENCH_REPORT_ONLY set, only the same-run comparison runs. For profilers,
+//! ATOWATCH_BENCH_REPORT_ONLY set, only the same-run comparisons run. A second one
+//! measures throughput while a single attacker floods (ATOWATCH_BENCH_FLOOD_EVENTS
+//! events per kind, 200,000 by default) against the simulated traffic's. For profilers,
 //! ATOWATCH_BENCH_PROFILE=parse|bytes|decoded runs one variant alone.
 
 use std::hint::black_box;
@@ -165,6 +167,91 @@ fn same_run_report(d: &Data) {
     );
 }
 
+/// One attacker's events alone, each new name or address a fresh member of a distinct
+/// set: the shapes that make one entity's counters the busiest in the engine.
+const FLOODS: [&str; 4] = [
+    "credential stuffing (1 IP, a new account each event)",
+    "distributed brute force (1 account, a new IP each event)",
+    "user enumeration (1 IP, a new unknown account each event)",
+    "ip velocity (1 IP, 300 accounts, successes)",
+];
+
+fn flood(kind: usize, n: usize) -> Data {
+    let t0 = 1_763_683_200_000i64;
+    let mut bytes = Vec::with_capacity(n * 160);
+    let mut lines = Vec::with_capacity(n);
+    for i in 0..n {
+        let start = bytes.len();
+        let (outcome, ip, login, exists) = match kind {
+            0 => (
+                "failure",
+                "203.0.113.9".to_string(),
+                format!("victim{i}@example.com"),
+                "",
+            ),
+            1 => (
+                "failure",
+                format!("198.{}.{}.{}", (i >> 16) & 255, (i >> 8) & 255, i & 255),
+                "ceo@example.com".to_string(),
+                "",
+            ),
+            2 => (
+                "failure",
+                "203.0.113.77".to_string(),
+                format!("nobody{i}@example.com"),
+                ",\"exists\":false",
+            ),
+            _ => (
+                "success",
+                "203.0.113.88".to_string(),
+                format!("u{}@example.com", i % 300),
+                "",
+            ),
+        };
+        let ts = t0 + 2 * i as i64;
+        bytes.extend_from_slice(
+            format!(
+                "{{\"type\":\"user.login\",\"outcome\":\"{outcome}\",\"ts\":{ts},\"ip\":\"{ip}\",\"user\":{{\"login\":\"{login}\"{exists}}},\"event_id\":\"f{kind}-{i}\",\"service\":\"web\"}}"
+            )
+            .as_bytes(),
+        );
+        lines.push((start, bytes.len()));
+        bytes.push(b'\n');
+    }
+    Data { bytes, lines }
+}
+
+/// Throughput while one attacker floods, against the simulated traffic's in the same
+/// run: a detector whose per-event cost grows with the attack would let the attack
+/// itself slow detection down (it did: 3,400 events/s for a distributed brute force).
+fn flood_report(d: &Data) {
+    let n: usize = env_or("ATOWATCH_BENCH_FLOOD_EVENTS", 200_000);
+    let floods: Vec<Data> = (0..FLOODS.len()).map(|k| flood(k, n)).collect();
+    let passes = 3;
+    let mut benign = Vec::new();
+    let mut times = vec![Vec::new(); floods.len()];
+    for _ in 0..passes {
+        let t = Instant::now();
+        black_box(detect_bytes(d).0);
+        benign.push(t.elapsed());
+        for (f, ts) in floods.iter().zip(&mut times) {
+            let t = Instant::now();
+            black_box(detect_bytes(f).0);
+            ts.push(t.elapsed());
+        }
+    }
+    let benign = d.lines.len() as f64 / median(benign).as_secs_f64();
+    println!("under attack, same run, median of {passes} interleaved passes, {n} events each");
+    println!("  simulated traffic         {benign:>12.0} events/s   1.00x its rate");
+    for (name, ts) in FLOODS.iter().zip(times) {
+        let r = n as f64 / median(ts).as_secs_f64();
+        println!(
+            "  {name}\n                            {r:>12.0} events/s   {:.2}x",
+            r / benign
+        );
+    }
+}
+
 fn main() {
     let d = data();
     // For profilers: one variant alone, nothing else in the samples.
@@ -195,6 +282,7 @@ fn main() {
         _ => {}
     }
     same_run_report(&d);
+    flood_report(&d);
     if std::env::var_os("ATOWATCH_BENCH_REPORT_ONLY").is_some() {
         return;
     }
