@@ -359,11 +359,48 @@ pub fn account_key<'a>(ev: &AuthEvent<'a>, lowercase: bool) -> Cow<'a, str> {
         Some(l) if !l.is_empty() => l,
         _ => u.id.as_ref().unwrap_or(&NO_NAME),
     };
-    if lowercase && key.bytes().any(|b| b.is_ascii_uppercase()) {
-        Cow::Owned(key.to_ascii_lowercase())
+    account_name(key.clone(), lowercase)
+}
+
+/// A name as the engine keys accounts: lower-cased if asked, then shortened if long. The
+/// decisions API applies it to `?account=` too, so a bouncer can ask with the name as
+/// typed.
+pub fn account_name(name: Cow<'_, str>, lowercase: bool) -> Cow<'_, str> {
+    let name = if lowercase && name.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(name.to_ascii_lowercase())
     } else {
-        key.clone()
+        name
+    };
+    if name.len() > MAX_ACCOUNT_KEY_BYTES {
+        Cow::Owned(shorten_account_key(&name))
+    } else {
+        name
     }
+}
+
+/// Longest account key kept as it is: an e-mail address is at most 254 bytes. The
+/// name is what a client typed, so an attacker chooses its length, and every failing
+/// account keeps its name in state: 64 KiB names (what `input.max_event_bytes` allows)
+/// on a million tracked accounts would be 64 GiB, and the process killed for memory
+/// would detect nothing.
+pub const MAX_ACCOUNT_KEY_BYTES: usize = 256;
+
+/// Bytes of a longer name kept before its hash.
+const SHORTENED_PREFIX_BYTES: usize = 200;
+
+/// The first ~200 bytes (cut at a character boundary), `…#`, and the 64-bit hash of the
+/// whole name: the same name always gives the same key, two long names that differ
+/// anywhere give different keys, and the key still reads as the name in evidence.
+pub fn shorten_account_key(name: &str) -> String {
+    let mut cut = SHORTENED_PREFIX_BYTES.min(name.len());
+    while !name.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!(
+        "{}…#{:016x}",
+        &name[..cut],
+        crate::hash::hash_bytes(name.as_bytes())
+    )
 }
 
 static NO_NAME: Cow<'static, str> = Cow::Borrowed("");
@@ -371,6 +408,37 @@ static NO_NAME: Cow<'static, str> = Cow::Borrowed("");
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_account_names_are_shortened_to_a_bounded_key_that_keeps_them_apart() {
+        let a = format!("{}a", "é".repeat(40_000));
+        let b = format!("{}b", "é".repeat(40_000));
+        let (ka, kb) = (shorten_account_key(&a), shorten_account_key(&b));
+        assert!(ka.len() <= MAX_ACCOUNT_KEY_BYTES, "{} bytes", ka.len());
+        assert_ne!(ka, kb, "names differing only at their end stay apart");
+        assert_eq!(ka, shorten_account_key(&a), "the same name, the same key");
+        assert!(ka.starts_with("éé") && ka.contains("…#"));
+        let line = |login: &str| {
+            format!(
+                r#"{{"type":"user.login","outcome":"failure","ts":1763683200000,"ip":"192.0.2.1","user":{{"login":"{login}"}}}}"#
+            )
+        };
+        let long = line(&"X".repeat(300));
+        let ev = crate::event::decode_native(long.as_bytes()).unwrap();
+        let key = account_key(&ev, true);
+        assert!(
+            key.starts_with(&"x".repeat(200)),
+            "lower-cased, then shortened"
+        );
+        assert!(key.len() <= MAX_ACCOUNT_KEY_BYTES);
+        let short = line("Alice@Example.com");
+        let ev = crate::event::decode_native(short.as_bytes()).unwrap();
+        assert_eq!(
+            account_key(&ev, true),
+            "alice@example.com",
+            "short names as they were"
+        );
+    }
 
     fn set(v: &[&str]) -> CidrSet {
         CidrSet::new(v.iter().map(|s| s.parse().unwrap()).collect())

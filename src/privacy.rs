@@ -3,7 +3,8 @@
 //! With `privacy.pseudonymize_accounts = true`, every account name atowatch writes out
 //! is replaced by `acct_` + the first 16 bytes of HMAC-SHA256(key, account), hex-encoded
 //! (32 lowercase hex characters). The input is the account key exactly as atowatch
-//! counts it, i.e. after `normalize.lowercase_accounts`.
+//! counts it, i.e. after `normalize.lowercase_accounts` (and, for a name over 256
+//! bytes, after `normalize::shorten_account_key`).
 //!
 //! * **Deterministic.** The same account gives the same pseudonym in every signal, on
 //!   every instance and across restarts, as long as the key is the same: consumers can
@@ -234,7 +235,8 @@ impl Pseudonymizer {
     /// The pseudonym of one account: `acct_` + hex(HMAC-SHA256(key, raw)[..16]).
     ///
     /// `raw` is the account key as atowatch counts it (after lowercasing, when
-    /// `normalize.lowercase_accounts` is on); the bytes are hashed as they are, with
+    /// `normalize.lowercase_accounts` is on, and shortening past 256 bytes,
+    /// `normalize::account_name`); the bytes are hashed as they are, with
     /// nothing prepended, so an enforcement point can compute the same value with any
     /// HMAC-SHA256 implementation, e.g.
     /// `"acct_" + hmac.new(key, account.encode(), "sha256").hexdigest()[:32]`.
