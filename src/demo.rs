@@ -130,6 +130,7 @@ pub fn run(opts: DemoOptions, out: &mut (dyn Write + Send)) -> Result<DemoReport
         decisions: decisions.clone(),
         token: Some(token.clone().into()),
         admin_token: Some(admin.clone().into()),
+        lowercase_accounts: cfg.normalize.lowercase_accounts,
     };
     let addr = rt.block_on(async {
         match crate::http::serve(&opts.http_bind, state.clone()).await {

@@ -25,6 +25,8 @@ pub struct HttpState {
     pub token: Option<Arc<str>>,
     /// The bearer token lifting a decision requires; `None` keeps lifting off.
     pub admin_token: Option<Arc<str>>,
+    /// `normalize.lowercase_accounts`: `?account=` is keyed as the engine keys names.
+    pub lowercase_accounts: bool,
 }
 
 impl HttpState {
@@ -36,6 +38,7 @@ impl HttpState {
             decisions: Arc::new(DecisionTable::new()),
             token: None,
             admin_token: None,
+            lowercase_accounts: true,
         }
     }
 }
@@ -154,7 +157,10 @@ async fn list_decisions(
                 Some(ip) => query.ip = Some(ip),
                 None => return json_error(StatusCode::BAD_REQUEST, "ip: not an IP address"),
             },
-            "account" => query.account = Some(v.clone()),
+            "account" => {
+                let name = crate::normalize::account_name(v.into(), s.lowercase_accounts);
+                query.account = Some(name.into_owned());
+            }
             "since" => match parse_since(v) {
                 Some(ms) => query.since_ms = Some(ms),
                 None => {

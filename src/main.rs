@@ -520,6 +520,7 @@ fn cmd_run(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         decisions: decisions.clone(),
         token: token.map(Into::into),
         admin_token: admin_token.map(Into::into),
+        lowercase_accounts: cfg.normalize.lowercase_accounts,
     };
     let addr = rt.block_on(atowatch::http::serve(&cfg.http.bind, state))?;
     atowatch::info!(

@@ -1001,6 +1001,17 @@ fn decisions_are_served_with_a_bearer_token_and_published_to_the_compacted_topic
     let (_, one) = get(&addr, "/v1/decisions?ip=203.0.113.50", Some(token));
     let one: serde_json::Value = serde_json::from_str(&one).unwrap();
     assert_eq!(one["decisions"].as_array().unwrap().len(), 1);
+    // The name as a bouncer has it (typed), keyed as the engine keys accounts.
+    let (_, acct) = get(
+        &addr,
+        "/v1/decisions?account=Victim%40Example.COM",
+        Some(token),
+    );
+    let acct: serde_json::Value = serde_json::from_str(&acct).unwrap();
+    assert_eq!(
+        acct["decisions"][0]["id"], "account:victim@example.com",
+        "{acct}"
+    );
     let (_, since) = get(
         &addr,
         &format!("/v1/decisions?since={started}"),

@@ -331,6 +331,7 @@ pub fn serve_decisions(
         decisions: decisions.clone(),
         token: token.map(Into::into),
         admin_token: admin_token.map(Into::into),
+        lowercase_accounts: true,
     };
     rt.block_on(atowatch::http::serve("127.0.0.1:0", state))
         .expect("bind")
