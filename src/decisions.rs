@@ -85,7 +85,13 @@ pub struct Decider {
     allow: CidrSet,
     /// Entity id -> (offences in the repeat window, last offence ms).
     offences: HashMap<String, (u32, i64)>,
+    /// When entities past the repeat window are next forgotten.
+    next_prune_ms: i64,
 }
+
+/// Forgetting scans every entity, so at most once a minute: it ran at every decision
+/// once a million were remembered, all of them recent in a big enough attack.
+const PRUNE_EVERY_MS: i64 = 60_000;
 
 impl Decider {
     pub fn new(cfg: &DecisionsConfig, allow: CidrSet) -> Decider {
@@ -93,6 +99,7 @@ impl Decider {
             cfg: cfg.clone(),
             allow,
             offences: HashMap::new(),
+            next_prune_ms: i64::MIN,
         }
     }
 
@@ -130,9 +137,10 @@ impl Decider {
             .min(self.cfg.max_ttl.ms())
             .max(1000);
         let until = now_ms + ttl;
-        if self.offences.len() > 1_000_000 {
+        if now_ms >= self.next_prune_ms {
             self.offences
                 .retain(|_, (_, last)| now_ms - *last <= window);
+            self.next_prune_ms = now_ms.saturating_add(PRUNE_EVERY_MS);
         }
         Some(Decision {
             id,
@@ -408,6 +416,23 @@ mod tests {
         assert_eq!((second.offence, second.duration_s), (2, 30 * 60));
         let later = d.decide(&s, NOW + 3 * 24 * 3_600_000).unwrap();
         assert_eq!(later.offence, 1, "the repeat window has passed");
+    }
+
+    #[test]
+    fn offenders_past_the_repeat_window_are_forgotten_within_a_minute() {
+        let mut d = decider();
+        let day = Config::default().decisions.repeat_window.ms();
+        let sec = 1000;
+        for (ip, t) in [("203.0.113.7", 0), ("203.0.113.8", day - 30 * sec)] {
+            d.decide(&stuffing_signal(ip), NOW + t).unwrap();
+        }
+        d.decide(&stuffing_signal("203.0.113.9"), NOW + day + 10 * sec)
+            .unwrap();
+        assert_eq!(d.offences.len(), 3, "pruned at most once a minute");
+        d.decide(&stuffing_signal("203.0.113.10"), NOW + day + 31 * sec)
+            .unwrap();
+        assert!(!d.offences.contains_key("ip:203.0.113.7"));
+        assert_eq!(d.offences.len(), 3);
     }
 
     #[test]
