@@ -21,7 +21,7 @@ use compact_str::CompactString;
 
 use crate::config::Config;
 use crate::detectors::{
-    self, Fire, Fired, Flag, account_takeover, campaign_participant, window_cap,
+    self, Cooldown, Fire, Fired, Flag, account_takeover, campaign_participant, window_cap,
 };
 use crate::event::{
     AuthEvent, EventKind, InvalidEvent, InvalidReason, Outcome, decode_native_into, format_ts,
@@ -1280,6 +1280,12 @@ impl Core {
         let Some(hot) = slot.state.hot.as_ref() else {
             return;
         };
+        // A participant keeps failing through the campaign: the cooldown decides before
+        // the signal is written (its severity is fixed).
+        let severity = rules.campaign_participant.severity;
+        if Cooldown::muted_in(hot.fired.as_deref(), Rule::CampaignParticipant, t, severity) {
+            return;
+        }
         // The IP's own recent failure ratio, over the credential-stuffing window.
         let failures = hot
             .failures
