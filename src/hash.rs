@@ -55,6 +55,17 @@ pub fn hash_bytes_seeded(bytes: &[u8], seed: u64) -> u64 {
 }
 
 #[inline]
+/// Lower-case hex, by hand: `format!("{b:02x}")` per byte costs a formatter call each.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for &b in bytes {
+        s.push(DIGITS[(b >> 4) as usize] as char);
+        s.push(DIGITS[(b & 15) as usize] as char);
+    }
+    s
+}
+
 pub fn hash_bytes(bytes: &[u8]) -> u64 {
     hash_bytes_seeded(bytes, 0)
 }

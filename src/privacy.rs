@@ -49,6 +49,7 @@ use sha2::Sha256;
 
 use crate::config::KeyError;
 use crate::decisions::{Decision, Scope};
+use crate::hash::hex;
 use crate::signal::{EntityType, Signal};
 
 /// Shortest accepted key, in bytes after trimming surrounding whitespace.
@@ -376,16 +377,6 @@ impl<'a> Replacer<'a> {
         out.push_str(&text[copied..]);
         out
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for &b in bytes {
-        s.push(DIGITS[(b >> 4) as usize] as char);
-        s.push(DIGITS[(b & 15) as usize] as char);
-    }
-    s
 }
 
 #[cfg(test)]
