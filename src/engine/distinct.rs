@@ -1,10 +1,11 @@
 //! Distinct members (accounts per IP, IPs per account) within a sliding window.
 //!
-//! Small sets are exact: each member with the last time it was seen, so members fall out
-//! of the window one by one and a threshold like "≥ 10 distinct accounts in 10 m" is
-//! decided exactly. Past `exact_cap` members (well above any threshold, so decisions stay
-//! exact) the set keeps only the most recent members, for samples, and the count comes
-//! from HyperLogLog++ sketches, one per time slice of the window, merged when asked.
+//! Small sets are exact: each member with the first and last times it was seen, so
+//! members fall out of the window one by one and a threshold like "≥ 10 distinct accounts
+//! in 10 m" is decided exactly. Past `exact_cap` members (well above any threshold, so
+//! decisions stay exact) the set keeps only the most recent members, for samples, and the
+//! count comes from HyperLogLog++ sketches, one per time slice of the window, merged when
+//! asked; the union of the window last asked is kept and updated as members arrive.
 //! Sketches use the crate's fixed-seed hasher, so they serialize and merge across
 //! partitions and restarts.
 //!
