@@ -66,7 +66,9 @@ pub struct ServiceState {
 
 /// What observing one login found.
 pub struct Observed {
-    pub fire: Option<Fire>,
+    /// Boxed: nearly every call returns nothing, and an inline `Fire` made each of
+    /// those returns a copy of a few hundred bytes.
+    pub fire: Option<Box<Fire>>,
     /// A campaign just became active, or now covers failures already seen that it did
     /// not cover (they came from a partition read behind or ahead of the others): the
     /// engine sweeps the failing IPs of the campaign's span for participants.
@@ -327,7 +329,7 @@ impl ServiceState {
             ),
         };
         Observed {
-            fire: Some(fire),
+            fire: Some(Box::new(fire)),
             sweep,
             span: (self.campaign_from, self.campaign_until),
         }

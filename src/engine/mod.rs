@@ -1122,7 +1122,7 @@ impl Core {
                     .cooldowns[fire.rule.index()]
                 .allow(fire.ts, fire.severity, cooldown)
                 {
-                    self.fires.push(fire);
+                    self.fires.push(*fire);
                 }
             }
             if rules.campaign_participant.enabled {
