@@ -5,6 +5,9 @@
 //! many accounts and that many IPs, three logins each over an hour); the default,
 //! 1,150,000, gives about a million tracked keys: every IP is tracked, an account only
 //! once it fails.
+//!
+//! Then the decisions table, filled to `decisions.max_active` by a campaign of that many
+//! IPs and pushed past it (ATOWATCH_BENCH_DECISIONS overrides the cap measured).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, Ordering};
@@ -91,4 +94,61 @@ fn main() {
         );
     }
     drop(engine);
+    decisions();
+}
+
+/// Heap held by a full decisions table, per decision: what `decisions.max_active`
+/// bounds. Each decision is made by the `Decider` from a credential-stuffing signal with
+/// a summary as the engine writes it.
+fn decisions() {
+    use atowatch::decisions::{Decider, DecisionTable};
+    use atowatch::signal::{Entity, EntityType, Evidence, Rule, Severity};
+    let cfg = Config::default();
+    let cap: usize = std::env::var("ATOWATCH_BENCH_DECISIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(cfg.decisions.max_active);
+    let before = LIVE.load(Ordering::Relaxed);
+    let table = DecisionTable::new();
+    table.set_max_active(cap);
+    let mut decider = Decider::new(&cfg.decisions, Default::default());
+    let now = 1_800_000_000_000i64;
+    let offered = cap + cap / 10;
+    for i in 0..offered {
+        let ip = std::net::Ipv4Addr::from(0x0a00_0000u32 + i as u32).to_string();
+        let entity = Entity {
+            kind: EntityType::Ip,
+            value: ip.clone(),
+        };
+        let signal = Signal {
+            signal_id: Signal::make_id(Rule::CredentialStuffing, &entity, now),
+            rule: Rule::CredentialStuffing,
+            severity: Severity::High,
+            entity,
+            ts: "2027-01-15T08:00:00.000Z".into(),
+            window: "10m".into(),
+            service: None,
+            evidence: Evidence::default(),
+            summary: format!(
+                "{ip} failed logins on 20 accounts in 10m (20 failures, failure ratio 1.00)"
+            ),
+            ts_ms: now,
+        };
+        let t = now + i as i64;
+        if let Some(d) = decider.decide(&signal, t) {
+            table.upsert(d, t);
+        }
+        table.take_evicted();
+    }
+    drop(decider);
+    let heap = (LIVE.load(Ordering::Relaxed) - before) as f64;
+    println!(
+        "decisions table after {offered} decisions, capped at {cap}: {} held",
+        table.len()
+    );
+    println!(
+        "  measured heap     {:>8.1} MiB   {:>6.1} bytes per decision held",
+        heap / 1048576.0,
+        heap / table.len() as f64
+    );
 }

@@ -512,6 +512,9 @@ pub struct DecisionsConfig {
     pub admin_token_file: String,
     pub max_ttl: Dur,
     pub repeat_window: Dur,
+    /// The most active decisions held; past it the weakest (a challenge before a ban,
+    /// then the soonest to end) are ended early, tombstoned and counted.
+    pub max_active: usize,
     pub severity_factor: SeverityFactor,
     pub rules: DecisionRules,
 }
@@ -527,6 +530,7 @@ impl Default for DecisionsConfig {
             admin_token_file: String::new(),
             max_ttl: Dur::hours(24),
             repeat_window: Dur::hours(24),
+            max_active: 100_000,
             severity_factor: SeverityFactor::default(),
             rules: DecisionRules::default(),
         }
@@ -1074,6 +1078,9 @@ impl Config {
         let d = &self.decisions;
         positive("decisions.max_ttl", d.max_ttl)?;
         non_negative("decisions.repeat_window", d.repeat_window)?;
+        if d.max_active == 0 {
+            return Err(key_err("decisions.max_active", "must be at least 1"));
+        }
         for (k, v) in [
             ("low", d.severity_factor.low),
             ("medium", d.severity_factor.medium),
@@ -1658,6 +1665,8 @@ mod tests {
             e.contains("rules.user_enumeration.min_distinct_accounts"),
             "{e}"
         );
+        let e = err("[decisions]\nmax_active = 0\n");
+        assert_eq!(e, "my.toml:2: decisions.max_active: must be at least 1");
     }
 
     #[test]

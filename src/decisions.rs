@@ -8,6 +8,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
@@ -173,19 +174,40 @@ impl Decider {
 }
 
 /// Active decisions, readable from any thread.
-#[derive(Default)]
 pub struct DecisionTable {
     active: DashMap<String, Decision>,
+    /// The most decisions held (`decisions.max_active`, set from the config by the
+    /// pipeline): an attack from a million addresses would otherwise hold a million
+    /// decisions, each a few hundred bytes, and every poll without `since` returns all.
+    max_active: AtomicUsize,
+    /// Decisions dropped to stay within `max_active` that the pipeline has yet to end
+    /// on the topic (a tombstone); drained every second.
+    evicted: Mutex<Vec<Decision>>,
     /// Recently ended decisions, for `?since=` polling: (ended ms, decision).
     ended: Mutex<VecDeque<(i64, Decision)>>,
     /// Decisions lifted through the API that the pipeline has yet to end on the topic
     /// (a tombstone) and forgive (`Decider::forgive`). At most one per decision the
     /// table held, and drained every second.
     lifted: Mutex<Vec<Decision>>,
-    /// Decisions lifted here, by id: (created ms, until ms). Until its tombstone is read
-    /// back, this instance may still read the decision's own record from the topic, and
-    /// that must not bring it back; a newer decision on the entity is welcome.
+    /// Decisions ended early here (lifted, or evicted while the table was full), by id:
+    /// (created ms, until ms). Until its tombstone is read back, this instance may still
+    /// read the decision's own record from the topic, and that must not bring it back;
+    /// a newer decision on the entity is welcome. Evictions are remembered only while
+    /// this holds fewer than `max_active`: past that, a record read back is evicted again.
     lifted_created: DashMap<String, (i64, i64)>,
+}
+
+impl Default for DecisionTable {
+    fn default() -> Self {
+        DecisionTable {
+            active: DashMap::new(),
+            max_active: AtomicUsize::new(DecisionsConfig::default().max_active),
+            evicted: Mutex::new(Vec::new()),
+            ended: Mutex::new(VecDeque::new()),
+            lifted: Mutex::new(Vec::new()),
+            lifted_created: DashMap::new(),
+        }
+    }
 }
 
 /// How long ended decisions are remembered for incremental polling.
@@ -197,14 +219,22 @@ impl DecisionTable {
         DecisionTable::default()
     }
 
+    /// Sets `decisions.max_active`; a table over it is cut down at its next upsert.
+    pub fn set_max_active(&self, n: usize) {
+        self.max_active.store(n.max(1), Ordering::Relaxed);
+    }
+
     /// Adds a decision, or strengthens the one already held for its entity: a ban
-    /// outranks a challenge, and a later end extends. Returns whether it changed.
-    pub fn upsert(&self, d: Decision) -> bool {
+    /// outranks a challenge, and a later end extends. Returns whether it changed. A
+    /// table over `max_active` then drops its weakest decisions (see `evict`), ending
+    /// them at wall-clock `now_ms`.
+    pub fn upsert(&self, d: Decision, now_ms: i64) -> bool {
         use dashmap::mapref::entry::Entry;
-        match self.active.entry(d.id.clone()) {
+        // The entry holds its shard's lock, which `len` and `evict` would wait on.
+        let (changed, added) = match self.active.entry(d.id.clone()) {
             Entry::Vacant(v) => {
                 v.insert(d);
-                true
+                (true, true)
             }
             Entry::Occupied(mut o) => {
                 let cur = o.get();
@@ -212,12 +242,69 @@ impl DecisionTable {
                 let longer = d.action == cur.action && d.until_ms > cur.until_ms;
                 if stronger || longer {
                     o.insert(d);
-                    true
+                    (true, false)
                 } else {
-                    false
+                    (false, false)
                 }
             }
+        };
+        if added {
+            let cap = self.max_active.load(Ordering::Relaxed);
+            if self.active.len() > cap {
+                self.evict(cap, now_ms);
+            }
         }
+        changed
+    }
+
+    /// Cuts a table over `cap` down to 99 % of it, dropping the weakest decisions: a
+    /// challenge before a ban, and among those the one ending soonest (it protects for
+    /// the least time). The 1 % of slack makes a flood at the cap scan the table once
+    /// per 1 % of it, not once per decision. Dropped decisions end as expired ones do
+    /// (bouncers polling `?since=` see them deleted) and wait in `take_evicted` for
+    /// their tombstones.
+    fn evict(&self, cap: usize, now_ms: i64) {
+        let target = cap - cap / 100;
+        let mut all: Vec<(Action, i64, String)> = self
+            .active
+            .iter()
+            .map(|e| (e.action, e.until_ms, e.key().clone()))
+            .collect();
+        let n = all.len().saturating_sub(target);
+        if n == 0 {
+            return;
+        }
+        if n < all.len() {
+            all.select_nth_unstable(n - 1);
+        }
+        let mut gone = Vec::with_capacity(n);
+        for (_, _, id) in all.into_iter().take(n) {
+            if let Some((_, d)) = self.active.remove(&id) {
+                if self.lifted_created.len() < cap {
+                    self.lifted_created
+                        .insert(d.id.clone(), (d.created_ms, d.until_ms));
+                }
+                gone.push(d);
+            }
+        }
+        {
+            let mut ended = self.ended.lock().unwrap_or_else(|p| p.into_inner());
+            for d in &gone {
+                ended.push_back((now_ms, d.clone()));
+            }
+            while ended.len() > ENDED_MAX {
+                ended.pop_front();
+            }
+        }
+        self.evicted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(gone);
+    }
+
+    /// The decisions evicted since the last call (for the pipeline's tombstones).
+    pub fn take_evicted(&self) -> Vec<Decision> {
+        std::mem::take(&mut *self.evicted.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// Removes decisions whose time is up; returns them (for tombstones).
@@ -305,7 +392,7 @@ impl DecisionTable {
         {
             return false;
         }
-        self.upsert(d);
+        self.upsert(d, now_ms);
         true
     }
 
@@ -468,9 +555,9 @@ mod tests {
             "a@x",
         );
         let t = DecisionTable::new();
-        t.upsert(d.decide(&bf, NOW).unwrap());
+        t.upsert(d.decide(&bf, NOW).unwrap(), NOW);
         assert!(
-            t.upsert(d.decide(&ato, NOW).unwrap()),
+            t.upsert(d.decide(&ato, NOW).unwrap(), NOW),
             "a ban outranks a challenge"
         );
         let (active, _) = t.query(
@@ -518,7 +605,7 @@ mod tests {
         let mut d = decider();
         let t = DecisionTable::new();
         let s = stuffing_signal("203.0.113.7");
-        t.upsert(d.decide(&s, NOW).unwrap());
+        t.upsert(d.decide(&s, NOW).unwrap(), NOW);
         assert_eq!(t.expire(NOW + 60_000).len(), 0);
         let gone = t.expire(NOW + 16 * 60_000);
         assert_eq!(gone.len(), 1);
@@ -540,7 +627,7 @@ mod tests {
         let t = DecisionTable::new();
         let s = stuffing_signal("203.0.113.7");
         let first = d.decide(&s, NOW).unwrap();
-        t.upsert(first.clone());
+        t.upsert(first.clone(), NOW);
         let lifted = t.lift("ip:203.0.113.7", NOW + 1000).expect("active");
         assert_eq!(lifted.id, first.id);
         assert!(t.is_empty());
@@ -559,5 +646,85 @@ mod tests {
         assert_eq!((next.offence, next.duration_s), (1, 900));
         assert!(t.learn(next.to_json().as_bytes(), NOW + 61_000));
         assert_eq!(t.len(), 1);
+    }
+
+    /// A decision on `192.0.2.{i}` made at NOW, ending at `until_ms`.
+    fn decision(i: usize, action: Action, until_ms: i64) -> Decision {
+        Decision {
+            id: format!("ip:192.0.2.{i}"),
+            scope: Scope::Ip,
+            value: format!("192.0.2.{i}"),
+            action,
+            duration_s: (until_ms - NOW) / 1000,
+            created: format_ts(NOW),
+            until: format_ts(until_ms),
+            rule: "credential_stuffing".into(),
+            severity: "high".into(),
+            signal_id: format!("sig-{i}"),
+            offence: 1,
+            reason: "test".into(),
+            created_ms: NOW,
+            until_ms,
+        }
+    }
+
+    fn ids(ds: &[Decision]) -> Vec<&str> {
+        ds.iter().map(|d| d.id.as_str()).collect()
+    }
+
+    #[test]
+    fn a_full_table_ends_its_weakest_decisions_first_and_says_so() {
+        let t = DecisionTable::new();
+        t.set_max_active(10);
+        let min = 60_000;
+        // Ten bans, ending a minute apart.
+        for i in 0..10 {
+            assert!(t.upsert(decision(i, Action::Ban, NOW + (i as i64 + 1) * min), NOW));
+        }
+        assert!(t.take_evicted().is_empty());
+        // A challenge is weaker than any ban, however long it lasts.
+        t.upsert(decision(10, Action::Challenge, NOW + 600 * min), NOW + 1);
+        assert_eq!(t.len(), 10);
+        assert_eq!(ids(&t.take_evicted()), ["ip:192.0.2.10"]);
+        // Among bans, the one ending soonest goes.
+        t.upsert(decision(11, Action::Ban, NOW + 120 * min), NOW + 2);
+        assert_eq!(t.len(), 10);
+        assert_eq!(ids(&t.take_evicted()), ["ip:192.0.2.0"]);
+        assert!(t.take_evicted().is_empty(), "taken once, for one tombstone");
+        // Bouncers polling `since` see both deleted, as if expired.
+        let q = Query {
+            since_ms: Some(NOW),
+            ..Query::default()
+        };
+        let (_, ended) = t.query(&q, NOW + 3);
+        assert_eq!(ids(&ended), ["ip:192.0.2.10", "ip:192.0.2.0"]);
+        // An evicted decision's own record, read back from the topic, stays out.
+        let first = decision(0, Action::Ban, NOW + min);
+        assert!(!t.learn(first.to_json().as_bytes(), NOW + 4));
+        assert_eq!(t.len(), 10);
+        // Extending a decision already held adds nothing, so evicts nothing.
+        assert!(t.upsert(decision(5, Action::Ban, NOW + 200 * min), NOW + 5));
+        assert!(t.take_evicted().is_empty());
+    }
+
+    #[test]
+    fn a_flood_at_the_cap_evicts_one_percent_at_a_time() {
+        let t = DecisionTable::new();
+        t.set_max_active(1000);
+        for i in 0..1000 {
+            t.upsert(decision(i, Action::Ban, NOW + 60_000 + i as i64), NOW);
+        }
+        assert_eq!(t.len(), 1000);
+        t.upsert(decision(1000, Action::Ban, NOW + 120_000), NOW);
+        let gone = t.take_evicted();
+        assert_eq!(t.len(), 990, "down to 99 % of the cap");
+        let want: Vec<String> = (0..11).map(|i| format!("ip:192.0.2.{i}")).collect();
+        let mut got: Vec<String> = gone.into_iter().map(|d| d.id).collect();
+        got.sort_by_key(|id| id.rsplit('.').next().unwrap().parse::<u32>().unwrap());
+        assert_eq!(got, want, "the eleven ending soonest");
+        for i in 1001..1011 {
+            t.upsert(decision(i, Action::Ban, NOW + 120_000), NOW);
+        }
+        assert!(t.take_evicted().is_empty(), "the slack takes ten more");
     }
 }

@@ -54,6 +54,7 @@ pub struct Metrics {
     pub decisions: IntCounterVec,
     pub decisions_active: IntGaugeVec,
     pub decisions_lifted: IntCounterVec,
+    pub decisions_evicted: IntCounterVec,
     /// Sign-ins per service and outcome (services are few and capped by
     /// state.max_services; never per account or IP).
     pub service_logins: IntCounterVec,
@@ -317,6 +318,12 @@ impl Metrics {
                 &r,
                 "atowatch_decisions_lifted_total",
                 "Decisions lifted by hand (DELETE /v1/decisions/{id}) before their end, by action and scope.",
+                &["action", "scope"],
+            ),
+            decisions_evicted: counter_vec(
+                &r,
+                "atowatch_decisions_evicted_total",
+                "Decisions ended early because decisions.max_active were in force, by action and scope: the weakest go first.",
                 &["action", "scope"],
             ),
             service_logins: counter_vec(

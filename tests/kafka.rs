@@ -1304,3 +1304,68 @@ fn a_decision_lifted_by_hand_ends_at_once_on_the_topic_and_its_offences_are_forg
     stop.store(true, Ordering::Relaxed);
     run.join().unwrap().expect("run");
 }
+
+#[test]
+fn a_full_decisions_table_ends_its_weakest_on_the_topic_and_counts_them() {
+    let c = Cluster::new(1);
+    // Credential stuffing from three IPs, one after another: 20 accounts each.
+    let ips = ["203.0.113.50", "203.0.113.51", "203.0.113.52"];
+    let events: Vec<Vec<u8>> = ips
+        .iter()
+        .enumerate()
+        .flat_map(|(n, ip)| {
+            (0..20).map(move |i| {
+                Ev::failure(
+                    T0 + n as i64 * 10 * MIN + i * 12 * SEC,
+                    ip,
+                    &format!("u{n}-{i}@example.com"),
+                )
+                .json()
+                .into_bytes()
+            })
+        })
+        .collect();
+    produce(&c.brokers, EVENTS, events.iter().map(Vec::as_slice), None);
+    let token = "reader-token-0123456789";
+    let metrics = Arc::new(Metrics::new());
+    let health = Arc::new(Health::default());
+    let decisions = Arc::new(atowatch::decisions::DecisionTable::new());
+    let rt = http_runtime();
+    let addr = serve_decisions(&rt, &metrics, &decisions, Some(token), None);
+    let opts = RunOptions {
+        decisions: decisions.clone(),
+        ..RunOptions::default()
+    };
+    let stop = opts.stop.clone();
+    let mut cfg = config(&c.brokers);
+    cfg.decisions.max_active = 2;
+    let (m, h) = (metrics.clone(), health.clone());
+    let run = std::thread::spawn(move || kafka::run(cfg, m, h, opts));
+    // The first ban ends soonest, so it is the one ended to make room for the third.
+    let first = format!("ip:{}", ips[0]);
+    wait_for("the first ban's tombstone", Duration::from_secs(30), || {
+        let recs = read_all(&c.brokers, DECISIONS);
+        let mine: Vec<_> = recs
+            .iter()
+            .filter(|r| r.key.as_deref() == Some(first.as_bytes()))
+            .collect();
+        mine.len() >= 2 && mine.last().unwrap().payload.is_empty()
+    });
+    let (status, body) = http_request(&addr, "GET", "/v1/decisions", Some(token));
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let mut held: Vec<&str> = v["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_str().unwrap())
+        .collect();
+    held.sort();
+    assert_eq!(held, ["ip:203.0.113.51", "ip:203.0.113.52"], "{body}");
+    let scraped = parse_metrics(&http_get(&addr, "/metrics").1);
+    let count = |name| metric_sum(&scraped, name, &[("action", "ban"), ("scope", "ip")]);
+    assert_eq!(count("atowatch_decisions_evicted_total"), 1.0);
+    assert_eq!(count("atowatch_decisions_total"), 3.0);
+    stop.store(true, Ordering::Relaxed);
+    run.join().unwrap().expect("run");
+}

@@ -906,6 +906,8 @@ pub fn run(
     health: Arc<Health>,
     opts: RunOptions,
 ) -> Result<RunSummary, KafkaError> {
+    // Before the follower starts: what it reads back from the topic is held to the cap.
+    opts.decisions.set_max_active(cfg.decisions.max_active);
     let follow_stop = Arc::new(AtomicBool::new(false));
     let follower = super::follow::start(&cfg, opts.decisions.clone(), follow_stop.clone());
     let mut p = Pipeline::new(cfg, metrics, health, opts.decisions.clone())?;
@@ -1435,7 +1437,7 @@ impl Worker {
                     .decisions
                     .with_label_values(&[d.action.as_str(), d.scope.as_str()])
                     .inc();
-                if self.shared.decisions.upsert(d.clone()) && publish_decisions {
+                if self.shared.decisions.upsert(d.clone(), now_ms) && publish_decisions {
                     self.decisions.push(d);
                 }
             }
@@ -1633,7 +1635,8 @@ impl Worker {
         self.expire_decisions();
     }
 
-    /// Ends decisions whose time is up, and those lifted through the API; on the
+    /// Ends decisions whose time is up, those lifted through the API, and those evicted
+    /// to stay within `decisions.max_active`; on the
     /// compacted topic a tombstone (null value) under the same key ends them for every
     /// reader. A lifted decision's entity is forgiven its offences.
     fn expire_decisions(&mut self) {
@@ -1643,6 +1646,14 @@ impl Worker {
             self.decider.forgive(&d.id);
             sh.metrics
                 .decisions_lifted
+                .with_label_values(&[d.action.as_str(), d.scope.as_str()])
+                .inc();
+            gone.push(d);
+        }
+        // Not forgiven: the entity was not a mistake, only the weakest held.
+        for d in sh.decisions.take_evicted() {
+            sh.metrics
+                .decisions_evicted
                 .with_label_values(&[d.action.as_str(), d.scope.as_str()])
                 .inc();
             gone.push(d);
