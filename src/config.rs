@@ -513,7 +513,8 @@ pub struct DecisionsConfig {
     pub max_ttl: Dur,
     pub repeat_window: Dur,
     /// The most active decisions held; past it the weakest (a challenge before a ban,
-    /// then the soonest to end) are ended early, tombstoned and counted.
+    /// then the soonest to end) are ended early, tombstoned and counted. Repeat
+    /// offenders are remembered up to four times as many.
     pub max_active: usize,
     pub severity_factor: SeverityFactor,
     pub rules: DecisionRules,

@@ -94,6 +94,12 @@ pub struct Decider {
 /// once a million were remembered, all of them recent in a big enough attack.
 const PRUNE_EVERY_MS: i64 = 60_000;
 
+/// Entities remembered as offenders, per decision `decisions.max_active` allows: an
+/// attack from a million addresses within the repeat window would otherwise be
+/// remembered a million times over (~90 bytes each). Past it, those whose last offence
+/// is oldest are forgotten first: a repeat from them is a first offence again.
+const OFFENDERS_PER_DECISION: usize = 4;
+
 impl Decider {
     pub fn new(cfg: &DecisionsConfig, allow: CidrSet) -> Decider {
         Decider {
@@ -138,10 +144,14 @@ impl Decider {
             .min(self.cfg.max_ttl.ms())
             .max(1000);
         let until = now_ms + ttl;
-        if now_ms >= self.next_prune_ms {
+        let cap = self.cfg.max_active.saturating_mul(OFFENDERS_PER_DECISION);
+        if now_ms >= self.next_prune_ms || self.offences.len() > cap {
             self.offences
                 .retain(|_, (_, last)| now_ms - *last <= window);
             self.next_prune_ms = now_ms.saturating_add(PRUNE_EVERY_MS);
+            if self.offences.len() > cap {
+                forget_oldest(&mut self.offences, cap);
+            }
         }
         Some(Decision {
             id,
@@ -171,6 +181,19 @@ impl Decider {
         let addr = value.split('/').next().unwrap_or(value);
         parse_ip(addr).is_some_and(|ip| self.allow.contains(ip))
     }
+}
+
+/// Cuts the offenders remembered down to 99 % of `cap`, forgetting those whose last
+/// offence is oldest; the slack makes it one scan per 1 % of `cap` new offenders.
+fn forget_oldest(offences: &mut HashMap<String, (u32, i64)>, cap: usize) {
+    let mut lasts: Vec<i64> = offences.values().map(|&(_, last)| last).collect();
+    let n = lasts.len().saturating_sub(cap - cap / 100);
+    if n == 0 {
+        return;
+    }
+    let (_, &mut cut, _) = lasts.select_nth_unstable(n - 1);
+    // Ties at the cut are all forgotten: a few more than 1 % at worst.
+    offences.retain(|_, (_, last)| *last > cut);
 }
 
 /// Active decisions, readable from any thread.
@@ -520,6 +543,36 @@ mod tests {
             .unwrap();
         assert!(!d.offences.contains_key("ip:203.0.113.7"));
         assert_eq!(d.offences.len(), 3);
+    }
+
+    #[test]
+    fn offenders_beyond_four_per_decision_held_are_forgotten_oldest_first() {
+        let mut cfg = Config::default().decisions;
+        cfg.max_active = 100;
+        let mut d = Decider::new(&cfg, CidrSet::new(vec![]));
+        let ip = |i: usize| format!("192.0.{}.{}", i / 256, i % 256);
+        for i in 0..400 {
+            d.decide(&stuffing_signal(&ip(i)), NOW + i as i64).unwrap();
+        }
+        assert_eq!(d.offences.len(), 400, "at the cap, nothing forgotten");
+        d.decide(&stuffing_signal(&ip(400)), NOW + 400).unwrap();
+        assert_eq!(d.offences.len(), 396, "down to 99 % of the cap");
+        for i in 0..5 {
+            assert!(!d.offences.contains_key(&format!("ip:{}", ip(i))));
+        }
+        // A forgotten offender is a first offender again; a remembered one is not.
+        assert_eq!(
+            d.decide(&stuffing_signal(&ip(0)), NOW + 500)
+                .unwrap()
+                .offence,
+            1
+        );
+        assert_eq!(
+            d.decide(&stuffing_signal(&ip(5)), NOW + 501)
+                .unwrap()
+                .offence,
+            2
+        );
     }
 
     #[test]
