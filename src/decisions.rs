@@ -183,6 +183,115 @@ impl Decider {
     }
 }
 
+/// What `POST /v1/decisions` asks for: one entity (`ip`, `range` or `account`), what to
+/// do, for how long, and why.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManualRequest {
+    #[serde(default)]
+    pub ip: Option<String>,
+    #[serde(default)]
+    pub range: Option<String>,
+    #[serde(default)]
+    pub account: Option<String>,
+    /// `ban` (the default) or `challenge`.
+    #[serde(rename = "type", default = "ban")]
+    pub action: Action,
+    /// `30m`, `4h`, `7d`: at most a year.
+    pub duration: String,
+    /// Who asked and why, for whoever reads the decision later: required.
+    pub reason: String,
+}
+
+fn ban() -> Action {
+    Action::Ban
+}
+
+/// The rule named by decisions added by hand.
+pub const MANUAL_RULE: &str = "manual";
+
+const MAX_MANUAL_MS: i64 = 366 * 24 * 3_600_000;
+const MAX_REASON_BYTES: usize = 1000;
+
+impl ManualRequest {
+    /// The decision asked for, made at wall-clock `now_ms`, keyed as the engine keys
+    /// its entities (an address in canonical form, an account lower-cased if
+    /// `lowercase_accounts`); or what is wrong with the request, naming the field.
+    /// Allowlisted networks are refused, as they never get decisions from signals.
+    pub fn decision(
+        &self,
+        now_ms: i64,
+        lowercase_accounts: bool,
+        allow: &CidrSet,
+    ) -> Result<Decision, String> {
+        let (scope, value) = match (&self.ip, &self.range, &self.account) {
+            (Some(ip), None, None) => {
+                let a = parse_ip(ip).ok_or_else(|| format!("ip: `{ip}` is not an IP address"))?;
+                if allow.contains(a) {
+                    return Err(format!("ip: {a} is in normalize.allowlist"));
+                }
+                (Scope::Ip, a.to_string())
+            }
+            (None, Some(r), None) => {
+                let c: Cidr = r.parse().map_err(|e| format!("range: {e}"))?;
+                let text = c.to_string();
+                let first = text.split('/').next().and_then(parse_ip);
+                if first.is_some_and(|a| allow.contains(a)) {
+                    return Err(format!("range: {text} is in normalize.allowlist"));
+                }
+                (Scope::Range, text)
+            }
+            (None, None, Some(acct)) => {
+                let name = crate::normalize::account_name(acct.into(), lowercase_accounts);
+                if name.trim().is_empty() {
+                    return Err("account: must not be empty".into());
+                }
+                (Scope::Account, name.into_owned())
+            }
+            _ => return Err("give exactly one of ip, range and account".into()),
+        };
+        if self.action == Action::None {
+            return Err("type: ban or challenge (none is no decision)".into());
+        }
+        let ttl = self
+            .duration
+            .parse::<crate::config::Dur>()
+            .map_err(|e| format!("duration: {e}"))?
+            .ms();
+        if !(1000..=MAX_MANUAL_MS).contains(&ttl) {
+            return Err("duration: from 1s to 366d".into());
+        }
+        let reason = self.reason.trim();
+        if reason.is_empty() || reason.len() > MAX_REASON_BYTES {
+            return Err(format!(
+                "reason: say who asked and why (1 to {MAX_REASON_BYTES} bytes)"
+            ));
+        }
+        let id = format!("{}:{value}", scope.as_str());
+        let until = now_ms + ttl;
+        let signal_id = format!(
+            "manual-{:016x}",
+            crate::hash::hash_bytes(format!("{id}\0{now_ms}").as_bytes())
+        );
+        Ok(Decision {
+            id,
+            scope,
+            value,
+            action: self.action,
+            duration_s: ttl / 1000,
+            created: format_ts(now_ms),
+            until: format_ts(until),
+            rule: MANUAL_RULE.into(),
+            severity: "high".into(),
+            signal_id,
+            offence: 1,
+            reason: reason.into(),
+            created_ms: now_ms,
+            until_ms: until,
+        })
+    }
+}
+
 /// Cuts the offenders remembered down to 99 % of `cap`, forgetting those whose last
 /// offence is oldest; the slack makes it one scan per 1 % of `cap` new offenders.
 fn forget_oldest(offences: &mut HashMap<String, (u32, i64)>, cap: usize) {
@@ -208,6 +317,9 @@ pub struct DecisionTable {
     evicted: Mutex<Vec<Decision>>,
     /// Recently ended decisions, for `?since=` polling: (ended ms, decision).
     ended: Mutex<VecDeque<(i64, Decision)>>,
+    /// Decisions added through the API that the pipeline has yet to publish on the
+    /// topic (for every other instance); drained every second.
+    added: Mutex<Vec<Decision>>,
     /// Decisions lifted through the API that the pipeline has yet to end on the topic
     /// (a tombstone) and forgive (`Decider::forgive`). At most one per decision the
     /// table held, and drained every second.
@@ -226,6 +338,7 @@ impl Default for DecisionTable {
             active: DashMap::new(),
             max_active: AtomicUsize::new(DecisionsConfig::default().max_active),
             evicted: Mutex::new(Vec::new()),
+            added: Mutex::new(Vec::new()),
             ended: Mutex::new(VecDeque::new()),
             lifted: Mutex::new(Vec::new()),
             lifted_created: DashMap::new(),
@@ -323,6 +436,31 @@ impl DecisionTable {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .extend(gone);
+    }
+
+    /// Adds a decision made by hand (`ManualRequest::decision`), as `upsert` does, and
+    /// queues it for the pipeline to publish. Returns the decision now in force on its
+    /// entity, and whether it is this one: a stronger or longer one already held stays.
+    pub fn add(&self, d: Decision, now_ms: i64) -> (Decision, bool) {
+        let id = d.id.clone();
+        if self.upsert(d.clone(), now_ms) {
+            self.added
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(d.clone());
+            return (d, true);
+        }
+        (self.get(&id).unwrap_or(d), false)
+    }
+
+    /// The decisions added by hand since the last call (for the pipeline to publish).
+    pub fn take_added(&self) -> Vec<Decision> {
+        std::mem::take(&mut *self.added.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// The decision in force on the entity `id` (`scope:value`), if any.
+    pub fn get(&self, id: &str) -> Option<Decision> {
+        self.active.get(id).map(|e| e.value().clone())
     }
 
     /// The decisions evicted since the last call (for the pipeline's tombstones).
@@ -779,5 +917,120 @@ mod tests {
             t.upsert(decision(i, Action::Ban, NOW + 120_000), NOW);
         }
         assert!(t.take_evicted().is_empty(), "the slack takes ten more");
+    }
+
+    fn manual(json: &str) -> Result<Decision, String> {
+        let req: ManualRequest = serde_json::from_str(json).map_err(|e| e.to_string())?;
+        req.decision(
+            NOW,
+            true,
+            &CidrSet::new(vec!["198.51.100.0/24".parse().unwrap()]),
+        )
+    }
+
+    #[test]
+    fn a_decision_added_by_hand_is_keyed_as_the_engine_keys_entities() {
+        let d = manual(r#"{"ip":"203.0.113.7","duration":"4h","reason":"SOC ticket 42"}"#).unwrap();
+        assert_eq!(
+            (d.id.as_str(), d.action, d.scope),
+            ("ip:203.0.113.7", Action::Ban, Scope::Ip)
+        );
+        assert_eq!((d.duration_s, d.until_ms), (4 * 3600, NOW + 4 * 3_600_000));
+        assert_eq!(
+            (d.rule.as_str(), d.reason.as_str()),
+            (MANUAL_RULE, "SOC ticket 42")
+        );
+        let r = manual(r#"{"range":"2001:DB8:1:2:0::/64","duration":"1d","reason":"r"}"#).unwrap();
+        assert_eq!(r.id, "range:2001:db8:1:2::/64");
+        assert!(r.covers_ip("2001:db8:1:2::99".parse().unwrap()));
+        let a = manual(
+            r#"{"account":"Victim@Example.COM","type":"challenge","duration":"30m","reason":"r"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (a.id.as_str(), a.action),
+            ("account:victim@example.com", Action::Challenge)
+        );
+    }
+
+    #[test]
+    fn a_bad_request_to_add_a_decision_names_its_field() {
+        for (json, want) in [
+            (
+                r#"{"duration":"4h","reason":"r"}"#,
+                "exactly one of ip, range and account",
+            ),
+            (
+                r#"{"ip":"203.0.113.7","account":"a","duration":"4h","reason":"r"}"#,
+                "exactly one",
+            ),
+            (
+                r#"{"ip":"nope","duration":"4h","reason":"r"}"#,
+                "ip: `nope`",
+            ),
+            (
+                r#"{"ip":"198.51.100.9","duration":"4h","reason":"r"}"#,
+                "normalize.allowlist",
+            ),
+            (
+                r#"{"range":"10.0.0.0/33","duration":"4h","reason":"r"}"#,
+                "range:",
+            ),
+            (
+                r#"{"account":"  ","duration":"4h","reason":"r"}"#,
+                "account: must not be empty",
+            ),
+            (
+                r#"{"ip":"203.0.113.7","duration":"soon","reason":"r"}"#,
+                "duration:",
+            ),
+            (
+                r#"{"ip":"203.0.113.7","duration":"400d","reason":"r"}"#,
+                "duration: from 1s",
+            ),
+            (
+                r#"{"ip":"203.0.113.7","duration":"4h","reason":" "}"#,
+                "reason:",
+            ),
+            (
+                r#"{"ip":"203.0.113.7","type":"none","duration":"4h","reason":"r"}"#,
+                "type:",
+            ),
+            (
+                r#"{"ip":"203.0.113.7","type":"block","duration":"4h","reason":"r"}"#,
+                "unknown variant",
+            ),
+            (
+                r#"{"ip":"203.0.113.7","duration":"4h"}"#,
+                "missing field `reason`",
+            ),
+            (
+                r#"{"ip":"203.0.113.7","ttl":"4h","duration":"4h","reason":"r"}"#,
+                "unknown field `ttl`",
+            ),
+        ] {
+            let e = manual(json).unwrap_err();
+            assert!(e.contains(want), "{json}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_decision_added_by_hand_is_queued_for_the_topic_unless_a_stronger_one_holds() {
+        let t = DecisionTable::new();
+        let ban = manual(r#"{"ip":"203.0.113.7","duration":"4h","reason":"r"}"#).unwrap();
+        let (held, added) = t.add(ban.clone(), NOW);
+        assert!(added);
+        assert_eq!(held, ban);
+        assert_eq!(ids(&t.take_added()), ["ip:203.0.113.7"]);
+        // A challenge on a banned IP, or a shorter ban, changes nothing.
+        for weaker in [
+            r#"{"ip":"203.0.113.7","type":"challenge","duration":"8h","reason":"r"}"#,
+            r#"{"ip":"203.0.113.7","duration":"1h","reason":"r"}"#,
+        ] {
+            let (held, added) = t.add(manual(weaker).unwrap(), NOW);
+            assert!(!added);
+            assert_eq!(held, ban, "the ban in force is returned");
+        }
+        assert!(t.take_added().is_empty(), "nothing more to publish");
     }
 }

@@ -131,6 +131,7 @@ pub fn run(opts: DemoOptions, out: &mut (dyn Write + Send)) -> Result<DemoReport
         token: Some(token.clone().into()),
         admin_token: Some(admin.clone().into()),
         lowercase_accounts: cfg.normalize.lowercase_accounts,
+        allowlist: cfg.allowlist(),
     };
     let addr = rt.block_on(async {
         match crate::http::serve(&opts.http_bind, state.clone()).await {
@@ -151,6 +152,9 @@ pub fn run(opts: DemoOptions, out: &mut (dyn Write + Send)) -> Result<DemoReport
     eprintln!("demo: metrics at {metrics_url} (also /healthz, /readyz)");
     eprintln!(
         "demo: decisions: curl -H 'Authorization: Bearer {token}' http://{addr}/v1/decisions"
+    );
+    eprintln!(
+        "demo: add one:   curl -H 'Authorization: Bearer {admin}' -d '{{\"ip\":\"192.0.2.1\",\"duration\":\"1h\",\"reason\":\"test\"}}' http://{addr}/v1/decisions"
     );
     eprintln!(
         "demo: lift one:  curl -X DELETE -H 'Authorization: Bearer {admin}' http://{addr}/v1/decisions/<id>"

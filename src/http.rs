@@ -27,6 +27,8 @@ pub struct HttpState {
     pub admin_token: Option<Arc<str>>,
     /// `normalize.lowercase_accounts`: `?account=` is keyed as the engine keys names.
     pub lowercase_accounts: bool,
+    /// `normalize.allowlist`: no decision is added by hand on these networks either.
+    pub allowlist: crate::normalize::CidrSet,
 }
 
 impl HttpState {
@@ -39,6 +41,7 @@ impl HttpState {
             token: None,
             admin_token: None,
             lowercase_accounts: true,
+            allowlist: Default::default(),
         }
     }
 }
@@ -57,7 +60,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/v1/decisions", get(list_decisions))
+        .route("/v1/decisions", get(list_decisions).post(add_decision))
         .route("/v1/decisions/{id}", delete(lift_decision))
         .route("/", get(index))
         .with_state(state)
@@ -95,7 +98,7 @@ async fn readyz(State(s): State<HttpState>) -> impl IntoResponse {
 }
 
 async fn index() -> &'static str {
-    "atowatch: /metrics /healthz /readyz /v1/decisions (GET; DELETE /v1/decisions/{id} lifts one)\n"
+    "atowatch: /metrics /healthz /readyz /v1/decisions (GET; POST adds one by hand; DELETE /v1/decisions/{id} lifts one)\n"
 }
 
 /// Compares without an early exit, so response time does not leak a token prefix.
@@ -194,6 +197,85 @@ async fn list_decisions(
         .into_response()
 }
 
+/// The admin token checked: `None` when the request may change decisions, else the
+/// error response. `what` names the action for the messages.
+fn refuse_admin(
+    s: &HttpState,
+    headers: &HeaderMap,
+    what: &str,
+) -> Option<axum::response::Response> {
+    let Some(admin) = s.admin_token.as_deref() else {
+        return Some(json_error(
+            StatusCode::NOT_FOUND,
+            &format!(
+                "{what} decisions is off: set decisions.admin_token_file or ATOWATCH_DECISIONS_ADMIN_TOKEN"
+            ),
+        ));
+    };
+    refuse(
+        headers,
+        admin,
+        &format!(
+            "wrong token: {what} takes the admin token (decisions.admin_token), not the API token"
+        ),
+    )
+}
+
+/// `POST /v1/decisions` with `{"ip"|"range"|"account": …, "type": "ban"|"challenge",
+/// "duration": "4h", "reason": …}`: adds a decision by hand, with the admin token. It is
+/// in force here at once and published on the decisions topic within a second, for
+/// every other instance. 201 with the decision added; 200 with the one in force when a
+/// stronger or longer decision on the entity is already held (it stays).
+async fn add_decision(
+    State(s): State<HttpState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> axum::response::Response {
+    if let Some(r) = refuse_admin(&s, &headers, "adding") {
+        return r;
+    }
+    let req: decisions::ManualRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                &format!(
+                    "body: {e} (expected {{\"ip\"|\"range\"|\"account\": …, \"type\": \"ban\"|\"challenge\", \"duration\": \"4h\", \"reason\": …}})"
+                ),
+            );
+        }
+    };
+    let now = chrono::Utc::now().timestamp_millis();
+    let d = match req.decision(now, s.lowercase_accounts, &s.allowlist) {
+        Ok(d) => d,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, &e),
+    };
+    let (held, added) = s.decisions.add(d, now);
+    let mut body = serde_json::json!({ "now": crate::event::format_ts(now) });
+    let status = if added {
+        crate::info!(
+            "decisions",
+            "added by hand: {} ({} until {}): {}",
+            held.id,
+            held.action.as_str(),
+            held.until,
+            held.reason
+        );
+        body["added"] = serde_json::to_value(&held).expect("decisions serialize");
+        StatusCode::CREATED
+    } else {
+        body["in_force"] = serde_json::to_value(&held).expect("decisions serialize");
+        body["note"] = "a stronger or longer decision on this entity is already in force".into();
+        StatusCode::OK
+    };
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
 /// `DELETE /v1/decisions/{id}` (`ip:203.0.113.7`, `range:2001:db8::/64`,
 /// `account:alice`, URL-encoded): lifts an active decision, with the admin token. The
 /// answer holds the decision lifted.
@@ -202,17 +284,7 @@ async fn lift_decision(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> axum::response::Response {
-    let Some(admin) = s.admin_token.as_deref() else {
-        return json_error(
-            StatusCode::NOT_FOUND,
-            "lifting decisions is off: set decisions.admin_token_file or ATOWATCH_DECISIONS_ADMIN_TOKEN",
-        );
-    };
-    if let Some(r) = refuse(
-        &headers,
-        admin,
-        "wrong token: lifting takes the admin token (decisions.admin_token), not the API token",
-    ) {
+    if let Some(r) = refuse_admin(&s, &headers, "lifting") {
         return r;
     }
     let now = chrono::Utc::now().timestamp_millis();

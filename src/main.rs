@@ -90,7 +90,8 @@ environment variables override them for containers: ATOWATCH_BROKERS, ATOWATCH_G
 ATOWATCH_TOPICS (comma-separated), ATOWATCH_SIGNALS_TOPIC, ATOWATCH_DEAD_LETTER_TOPIC, \
 ATOWATCH_HTTP_BIND. Any librdkafka property goes in [kafka.properties] (SASL/TLS too).\n\n\
 Decisions (block this IP, step up this account) are served at GET /v1/decisions with the \
-token in ATOWATCH_DECISIONS_TOKEN (or decisions.api_token_file); DELETE \
+token in ATOWATCH_DECISIONS_TOKEN (or decisions.api_token_file); POST /v1/decisions \
+adds one by hand (JSON: ip, range or account; duration; reason) and DELETE \
 /v1/decisions/{id} lifts one, with the different token in ATOWATCH_DECISIONS_ADMIN_TOKEN \
 (or decisions.admin_token_file). Without a token each stays off.\n\n\
 At-least-once: an offset is committed only after every signal and dead-letter record of \
@@ -521,6 +522,7 @@ fn cmd_run(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         token: token.map(Into::into),
         admin_token: admin_token.map(Into::into),
         lowercase_accounts: cfg.normalize.lowercase_accounts,
+        allowlist: cfg.allowlist(),
     };
     let addr = rt.block_on(atowatch::http::serve(&cfg.http.bind, state))?;
     atowatch::info!(
@@ -547,7 +549,7 @@ fn cmd_run(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     }
     atowatch::info!(
         "http",
-        "lifting decisions by hand (DELETE /v1/decisions/{{id}}) is {}",
+        "adding and lifting decisions by hand (POST /v1/decisions, DELETE /v1/decisions/{{id}}) is {}",
         if lift_on {
             "on"
         } else {

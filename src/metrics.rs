@@ -55,6 +55,7 @@ pub struct Metrics {
     pub decisions_active: IntGaugeVec,
     pub decisions_lifted: IntCounterVec,
     pub decisions_evicted: IntCounterVec,
+    pub decisions_added: IntCounterVec,
     /// Sign-ins per service and outcome (services are few and capped by
     /// state.max_services; never per account or IP).
     pub service_logins: IntCounterVec,
@@ -318,6 +319,12 @@ impl Metrics {
                 &r,
                 "atowatch_decisions_lifted_total",
                 "Decisions lifted by hand (DELETE /v1/decisions/{id}) before their end, by action and scope.",
+                &["action", "scope"],
+            ),
+            decisions_added: counter_vec(
+                &r,
+                "atowatch_decisions_added_total",
+                "Decisions added by hand (POST /v1/decisions), by action and scope.",
                 &["action", "scope"],
             ),
             decisions_evicted: counter_vec(

@@ -1369,3 +1369,87 @@ fn a_full_decisions_table_ends_its_weakest_on_the_topic_and_counts_them() {
     stop.store(true, Ordering::Relaxed);
     run.join().unwrap().expect("run");
 }
+
+#[test]
+fn a_decision_added_by_hand_is_served_at_once_and_published_for_every_instance() {
+    let c = Cluster::new(1);
+    let (token, admin) = ("reader-token-0123456789", "admin-token-0123456789");
+    let metrics = Arc::new(Metrics::new());
+    let health = Arc::new(Health::default());
+    let decisions = Arc::new(atowatch::decisions::DecisionTable::new());
+    let rt = http_runtime();
+    let addr = serve_decisions(&rt, &metrics, &decisions, Some(token), Some(admin));
+    let no_admin = serve_decisions(&rt, &metrics, &decisions, Some(token), None);
+    let opts = RunOptions {
+        decisions: decisions.clone(),
+        ..RunOptions::default()
+    };
+    let stop = opts.stop.clone();
+    let (m, h, cfg) = (metrics.clone(), health.clone(), config(&c.brokers));
+    let run = std::thread::spawn(move || kafka::run(cfg, m, h, opts));
+    let post = |to: &str, tok: Option<&str>, body: &str| {
+        http_request_body(to, "POST", "/v1/decisions", tok, body)
+    };
+    let ban = r#"{"ip":"203.0.113.77","duration":"4h","reason":"SOC ticket 42"}"#;
+    assert_eq!(post(&no_admin, Some(admin), ban).0, 404, "adding off");
+    assert_eq!(post(&addr, None, ban).0, 401);
+    assert_eq!(
+        post(&addr, Some(token), ban).0,
+        403,
+        "not with the bouncers' token"
+    );
+    let (status, body) = post(
+        &addr,
+        Some(admin),
+        r#"{"ip":"nope","duration":"4h","reason":"r"}"#,
+    );
+    assert_eq!(status, 400);
+    assert!(body.contains("ip: `nope` is not an IP address"), "{body}");
+    let (status, body) = post(&addr, Some(admin), "not json");
+    assert_eq!(status, 400);
+    assert!(body.contains("body:"), "{body}");
+
+    let (status, body) = post(&addr, Some(admin), ban);
+    assert_eq!(status, 201, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["added"]["id"], "ip:203.0.113.77");
+    assert_eq!(v["added"]["rule"], "manual");
+    assert_eq!(v["added"]["duration_s"], 4 * 3600);
+    // Served here at once, to a bouncer asking about the address.
+    let (_, got) = http_request(&addr, "GET", "/v1/decisions?ip=203.0.113.77", Some(token));
+    assert!(got.contains("SOC ticket 42"), "{got}");
+    // A weaker one on the same IP leaves the ban as it is.
+    let (status, body) = post(
+        &addr,
+        Some(admin),
+        r#"{"ip":"203.0.113.77","type":"challenge","duration":"1h","reason":"r"}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("\"in_force\"") && body.contains("SOC ticket 42"),
+        "{body}"
+    );
+
+    // Published on the decisions topic, for every other instance.
+    wait_for(
+        "the manual decision on the topic",
+        Duration::from_secs(30),
+        || {
+            read_all(&c.brokers, DECISIONS).iter().any(|r| {
+                r.key.as_deref() == Some(b"ip:203.0.113.77".as_slice())
+                    && String::from_utf8_lossy(&r.payload).contains("SOC ticket 42")
+            })
+        },
+    );
+    let scraped = parse_metrics(&http_get(&addr, "/metrics").1);
+    assert_eq!(
+        metric_sum(
+            &scraped,
+            "atowatch_decisions_added_total",
+            &[("action", "ban"), ("scope", "ip")]
+        ),
+        1.0
+    );
+    stop.store(true, Ordering::Relaxed);
+    run.join().unwrap().expect("run");
+}

@@ -1635,8 +1635,9 @@ impl Worker {
         self.expire_decisions();
     }
 
-    /// Ends decisions whose time is up, those lifted through the API, and those evicted
-    /// to stay within `decisions.max_active`; on the
+    /// Publishes decisions added through the API. Ends decisions whose time is up,
+    /// those lifted through the API, and those evicted to stay within
+    /// `decisions.max_active`; on the
     /// compacted topic a tombstone (null value) under the same key ends them for every
     /// reader. A lifted decision's entity is forgiven its offences.
     fn expire_decisions(&mut self) {
@@ -1649,6 +1650,28 @@ impl Worker {
                 .with_label_values(&[d.action.as_str(), d.scope.as_str()])
                 .inc();
             gone.push(d);
+        }
+        // Added by hand through the API: published for every other instance, as a
+        // decision from a signal is (no event's offset waits for it).
+        for d in sh.decisions.take_added() {
+            sh.metrics
+                .decisions_added
+                .with_label_values(&[d.action.as_str(), d.scope.as_str()])
+                .inc();
+            if !sh.cfg.decisions.topic.is_empty() {
+                let meta = Box::new(OutMeta {
+                    origin: None,
+                    kind: OutKind::Decision,
+                    source_ts_ms: None,
+                    attempts: 0,
+                });
+                let json = d.to_json();
+                let rec: BaseRecord<'_, [u8], [u8], Box<OutMeta>> =
+                    BaseRecord::with_opaque_to(&sh.cfg.decisions.topic, meta)
+                        .key(d.id.as_bytes())
+                        .payload(json.as_bytes());
+                self.send(rec);
+            }
         }
         // Not forgiven: the entity was not a mistake, only the weakest held.
         for d in sh.decisions.take_evicted() {

@@ -332,6 +332,7 @@ pub fn serve_decisions(
         token: token.map(Into::into),
         admin_token: admin_token.map(Into::into),
         lowercase_accounts: true,
+        allowlist: Default::default(),
     };
     rt.block_on(atowatch::http::serve("127.0.0.1:0", state))
         .expect("bind")
@@ -345,14 +346,33 @@ pub fn http_get(addr: &str, path: &str) -> (u16, String) {
 
 /// A plain HTTP/1.1 request, with a bearer token if given: (status, body).
 pub fn http_request(addr: &str, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
+    http_request_body(addr, method, path, token, "")
+}
+
+/// `http_request` with a JSON body (none when empty).
+pub fn http_request_body(
+    addr: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (u16, String) {
     let mut s = TcpStream::connect(addr).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
+    let content = if body.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        )
+    };
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}{content}Connection: close\r\n\r\n{body}"
     )
     .unwrap();
     let mut buf = String::new();
