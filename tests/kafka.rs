@@ -1204,53 +1204,37 @@ fn a_decision_lifted_by_hand_ends_at_once_on_the_topic_and_its_offences_are_forg
         burst(T0, "u").iter().map(Vec::as_slice),
         None,
     );
-    let (token, admin) = ("reader-token-0123456789", "admin-token-0123456789");
-    let metrics = Arc::new(Metrics::new());
-    let health = Arc::new(Health::default());
-    let decisions = Arc::new(atowatch::decisions::DecisionTable::new());
-    let rt = http_runtime();
-    let addr = serve_decisions(&rt, &metrics, &decisions, Some(token), Some(admin));
-    let no_admin = serve_decisions(&rt, &metrics, &decisions, Some(token), None);
-    let opts = RunOptions {
-        decisions: decisions.clone(),
-        ..RunOptions::default()
-    };
-    let stop = opts.stop.clone();
-    let (m, h, cfg) = (metrics.clone(), health.clone(), config(&c.brokers));
-    let run = std::thread::spawn(move || kafka::run(cfg, m, h, opts));
+    let (token, admin) = (READ_TOKEN, ADMIN_TOKEN);
+    let inst = DecisionsInstance::start(config(&c.brokers));
+    let (addr, no_admin) = (&inst.addr, &inst.no_admin);
     let id = "ip:203.0.113.50";
-    let active = || -> Vec<serde_json::Value> {
-        let (status, body) = http_request(&addr, "GET", "/v1/decisions", Some(token));
-        assert_eq!(status, 200, "{body}");
-        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-        v["decisions"].as_array().unwrap().clone()
-    };
+    let active = || inst.active();
     wait_for("the stuffing ban", Duration::from_secs(30), || {
         active().iter().any(|d| d["id"] == id)
     });
     let path = format!("/v1/decisions/{id}");
     assert_eq!(
-        http_request(&no_admin, "DELETE", &path, Some(admin)).0,
+        http_request(no_admin, "DELETE", &path, Some(admin)).0,
         404,
         "lifting off"
     );
-    assert_eq!(http_request(&addr, "DELETE", &path, None).0, 401);
-    let (status, body) = http_request(&addr, "DELETE", &path, Some(token));
+    assert_eq!(http_request(addr, "DELETE", &path, None).0, 401);
+    let (status, body) = http_request(addr, "DELETE", &path, Some(token));
     assert_eq!(status, 403, "the bouncers' token cannot lift: {body}");
     assert!(body.contains("admin token"), "{body}");
     assert_eq!(
-        http_request(&addr, "DELETE", "/v1/decisions/ip:192.0.2.1", Some(admin)).0,
+        http_request(addr, "DELETE", "/v1/decisions/ip:192.0.2.1", Some(admin)).0,
         404,
         "no such decision"
     );
     let before = chrono::Utc::now().timestamp_millis() - 1000;
-    let (status, body) = http_request(&addr, "DELETE", &path, Some(admin));
+    let (status, body) = http_request(addr, "DELETE", &path, Some(admin));
     assert_eq!(status, 200, "{body}");
     let lifted: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(lifted["lifted"]["id"], id);
     assert!(active().iter().all(|d| d["id"] != id), "ended here at once");
     let (_, since) = http_request(
-        &addr,
+        addr,
         "GET",
         &format!("/v1/decisions?since={before}"),
         Some(token),
@@ -1260,29 +1244,16 @@ fn a_decision_lifted_by_hand_ends_at_once_on_the_topic_and_its_offences_are_forg
         "{since}"
     );
     assert_eq!(
-        http_request(&addr, "DELETE", &path, Some(admin)).0,
+        http_request(addr, "DELETE", &path, Some(admin)).0,
         404,
         "lifted once"
     );
 
     // Every instance reading the topic ends it: a tombstone follows the ban.
     wait_for("the tombstone", Duration::from_secs(30), || {
-        let recs = read_all(&c.brokers, DECISIONS);
-        let mine: Vec<_> = recs
-            .iter()
-            .filter(|r| r.key.as_deref() == Some(id.as_bytes()))
-            .collect();
-        mine.len() >= 2 && mine.last().unwrap().payload.is_empty()
+        ended_on_topic(&c.brokers, id)
     });
-    let scraped = parse_metrics(&http_get(&addr, "/metrics").1);
-    assert_eq!(
-        metric_sum(
-            &scraped,
-            "atowatch_decisions_lifted_total",
-            &[("action", "ban"), ("scope", "ip")]
-        ),
-        1.0
-    );
+    assert_eq!(inst.ip_bans_counted("atowatch_decisions_lifted_total"), 1.0);
 
     // The same IP attacks again an hour later: a first offence again (15 minutes), not
     // a repeat (30).
@@ -1301,8 +1272,7 @@ fn a_decision_lifted_by_hand_ends_at_once_on_the_topic_and_its_offences_are_forg
         (Some(1), Some(900)),
         "{again}"
     );
-    stop.store(true, Ordering::Relaxed);
-    run.join().unwrap().expect("run");
+    inst.stop();
 }
 
 #[test]
@@ -1326,101 +1296,66 @@ fn a_full_decisions_table_ends_its_weakest_on_the_topic_and_counts_them() {
         })
         .collect();
     produce(&c.brokers, EVENTS, events.iter().map(Vec::as_slice), None);
-    let token = "reader-token-0123456789";
-    let metrics = Arc::new(Metrics::new());
-    let health = Arc::new(Health::default());
-    let decisions = Arc::new(atowatch::decisions::DecisionTable::new());
-    let rt = http_runtime();
-    let addr = serve_decisions(&rt, &metrics, &decisions, Some(token), None);
-    let opts = RunOptions {
-        decisions: decisions.clone(),
-        ..RunOptions::default()
-    };
-    let stop = opts.stop.clone();
     let mut cfg = config(&c.brokers);
     cfg.decisions.max_active = 2;
-    let (m, h) = (metrics.clone(), health.clone());
-    let run = std::thread::spawn(move || kafka::run(cfg, m, h, opts));
+    let inst = DecisionsInstance::start(cfg);
     // The first ban ends soonest, so it is the one ended to make room for the third.
     let first = format!("ip:{}", ips[0]);
     wait_for("the first ban's tombstone", Duration::from_secs(30), || {
-        let recs = read_all(&c.brokers, DECISIONS);
-        let mine: Vec<_> = recs
-            .iter()
-            .filter(|r| r.key.as_deref() == Some(first.as_bytes()))
-            .collect();
-        mine.len() >= 2 && mine.last().unwrap().payload.is_empty()
+        ended_on_topic(&c.brokers, &first)
     });
-    let (status, body) = http_request(&addr, "GET", "/v1/decisions", Some(token));
-    assert_eq!(status, 200, "{body}");
-    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    let mut held: Vec<&str> = v["decisions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["id"].as_str().unwrap())
-        .collect();
+    let active = inst.active();
+    let mut held: Vec<&str> = active.iter().map(|d| d["id"].as_str().unwrap()).collect();
     held.sort();
-    assert_eq!(held, ["ip:203.0.113.51", "ip:203.0.113.52"], "{body}");
-    let scraped = parse_metrics(&http_get(&addr, "/metrics").1);
-    let count = |name| metric_sum(&scraped, name, &[("action", "ban"), ("scope", "ip")]);
-    assert_eq!(count("atowatch_decisions_evicted_total"), 1.0);
-    assert_eq!(count("atowatch_decisions_total"), 3.0);
-    stop.store(true, Ordering::Relaxed);
-    run.join().unwrap().expect("run");
+    assert_eq!(held, ["ip:203.0.113.51", "ip:203.0.113.52"], "{active:?}");
+    assert_eq!(
+        inst.ip_bans_counted("atowatch_decisions_evicted_total"),
+        1.0
+    );
+    assert_eq!(inst.ip_bans_counted("atowatch_decisions_total"), 3.0);
+    inst.stop();
 }
 
 #[test]
 fn a_decision_added_by_hand_is_served_at_once_and_published_for_every_instance() {
     let c = Cluster::new(1);
-    let (token, admin) = ("reader-token-0123456789", "admin-token-0123456789");
-    let metrics = Arc::new(Metrics::new());
-    let health = Arc::new(Health::default());
-    let decisions = Arc::new(atowatch::decisions::DecisionTable::new());
-    let rt = http_runtime();
-    let addr = serve_decisions(&rt, &metrics, &decisions, Some(token), Some(admin));
-    let no_admin = serve_decisions(&rt, &metrics, &decisions, Some(token), None);
-    let opts = RunOptions {
-        decisions: decisions.clone(),
-        ..RunOptions::default()
-    };
-    let stop = opts.stop.clone();
-    let (m, h, cfg) = (metrics.clone(), health.clone(), config(&c.brokers));
-    let run = std::thread::spawn(move || kafka::run(cfg, m, h, opts));
+    let (token, admin) = (READ_TOKEN, ADMIN_TOKEN);
+    let inst = DecisionsInstance::start(config(&c.brokers));
+    let (addr, no_admin) = (inst.addr.as_str(), inst.no_admin.as_str());
     let post = |to: &str, tok: Option<&str>, body: &str| {
         http_request_body(to, "POST", "/v1/decisions", tok, body)
     };
     let ban = r#"{"ip":"203.0.113.77","duration":"4h","reason":"SOC ticket 42"}"#;
-    assert_eq!(post(&no_admin, Some(admin), ban).0, 404, "adding off");
-    assert_eq!(post(&addr, None, ban).0, 401);
+    assert_eq!(post(no_admin, Some(admin), ban).0, 404, "adding off");
+    assert_eq!(post(addr, None, ban).0, 401);
     assert_eq!(
-        post(&addr, Some(token), ban).0,
+        post(addr, Some(token), ban).0,
         403,
         "not with the bouncers' token"
     );
     let (status, body) = post(
-        &addr,
+        addr,
         Some(admin),
         r#"{"ip":"nope","duration":"4h","reason":"r"}"#,
     );
     assert_eq!(status, 400);
     assert!(body.contains("ip: `nope` is not an IP address"), "{body}");
-    let (status, body) = post(&addr, Some(admin), "not json");
+    let (status, body) = post(addr, Some(admin), "not json");
     assert_eq!(status, 400);
     assert!(body.contains("body:"), "{body}");
 
-    let (status, body) = post(&addr, Some(admin), ban);
+    let (status, body) = post(addr, Some(admin), ban);
     assert_eq!(status, 201, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["added"]["id"], "ip:203.0.113.77");
     assert_eq!(v["added"]["rule"], "manual");
     assert_eq!(v["added"]["duration_s"], 4 * 3600);
     // Served here at once, to a bouncer asking about the address.
-    let (_, got) = http_request(&addr, "GET", "/v1/decisions?ip=203.0.113.77", Some(token));
+    let (_, got) = http_request(addr, "GET", "/v1/decisions?ip=203.0.113.77", Some(token));
     assert!(got.contains("SOC ticket 42"), "{got}");
     // A weaker one on the same IP leaves the ban as it is.
     let (status, body) = post(
-        &addr,
+        addr,
         Some(admin),
         r#"{"ip":"203.0.113.77","type":"challenge","duration":"1h","reason":"r"}"#,
     );
@@ -1441,15 +1376,6 @@ fn a_decision_added_by_hand_is_served_at_once_and_published_for_every_instance()
             })
         },
     );
-    let scraped = parse_metrics(&http_get(&addr, "/metrics").1);
-    assert_eq!(
-        metric_sum(
-            &scraped,
-            "atowatch_decisions_added_total",
-            &[("action", "ban"), ("scope", "ip")]
-        ),
-        1.0
-    );
-    stop.store(true, Ordering::Relaxed);
-    run.join().unwrap().expect("run");
+    assert_eq!(inst.ip_bans_counted("atowatch_decisions_added_total"), 1.0);
+    inst.stop();
 }

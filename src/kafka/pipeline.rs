@@ -196,6 +196,13 @@ enum OutKind {
     Tombstone,
 }
 
+/// Counts a decision under its action and scope.
+fn count_decision(counter: &prometheus::IntCounterVec, d: &Decision) {
+    counter
+        .with_label_values(&[d.action.as_str(), d.scope.as_str()])
+        .inc();
+}
+
 /// Rides with each record as its delivery opaque.
 pub struct OutMeta {
     /// The event whose offset waits for this record; none for tombstones.
@@ -1432,11 +1439,7 @@ impl Worker {
         let publish_decisions = !self.shared.cfg.decisions.topic.is_empty();
         for sig in &self.signals {
             if let Some(d) = self.decider.decide(sig, now_ms) {
-                self.shared
-                    .metrics
-                    .decisions
-                    .with_label_values(&[d.action.as_str(), d.scope.as_str()])
-                    .inc();
+                count_decision(&self.shared.metrics.decisions, &d);
                 if self.shared.decisions.upsert(d.clone(), now_ms) && publish_decisions {
                     self.decisions.push(d);
                 }
@@ -1645,19 +1648,13 @@ impl Worker {
         let mut gone = sh.decisions.expire(chrono::Utc::now().timestamp_millis());
         for d in sh.decisions.take_lifted() {
             self.decider.forgive(&d.id);
-            sh.metrics
-                .decisions_lifted
-                .with_label_values(&[d.action.as_str(), d.scope.as_str()])
-                .inc();
+            count_decision(&sh.metrics.decisions_lifted, &d);
             gone.push(d);
         }
         // Added by hand through the API: published for every other instance, as a
         // decision from a signal is (no event's offset waits for it).
         for d in sh.decisions.take_added() {
-            sh.metrics
-                .decisions_added
-                .with_label_values(&[d.action.as_str(), d.scope.as_str()])
-                .inc();
+            count_decision(&sh.metrics.decisions_added, &d);
             if !sh.cfg.decisions.topic.is_empty() {
                 let meta = Box::new(OutMeta {
                     origin: None,
@@ -1675,10 +1672,7 @@ impl Worker {
         }
         // Not forgiven: the entity was not a mistake, only the weakest held.
         for d in sh.decisions.take_evicted() {
-            sh.metrics
-                .decisions_evicted
-                .with_label_values(&[d.action.as_str(), d.scope.as_str()])
-                .inc();
+            count_decision(&sh.metrics.decisions_evicted, &d);
             gone.push(d);
         }
         if !sh.cfg.decisions.topic.is_empty() {

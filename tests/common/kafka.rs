@@ -316,6 +316,83 @@ pub fn http_runtime() -> tokio::runtime::Runtime {
         .expect("tokio runtime")
 }
 
+/// Whether the decisions topic holds a decision under `id` and, after it, its tombstone.
+pub fn ended_on_topic(brokers: &str, id: &str) -> bool {
+    let recs = read_all(brokers, DECISIONS);
+    let mine: Vec<_> = recs
+        .iter()
+        .filter(|r| r.key.as_deref() == Some(id.as_bytes()))
+        .collect();
+    mine.len() >= 2 && mine.last().unwrap().payload.is_empty()
+}
+
+/// The token bouncers read decisions with, and the admin token that adds and lifts them,
+/// in `DecisionsInstance`.
+pub const READ_TOKEN: &str = "reader-token-0123456789";
+pub const ADMIN_TOKEN: &str = "admin-token-0123456789";
+
+/// `run` in a thread over `cfg`, with its decisions API served at `addr` (`READ_TOKEN`,
+/// `ADMIN_TOKEN`) and at `no_admin` (adding and lifting off), over the run's table.
+pub struct DecisionsInstance {
+    pub addr: String,
+    pub no_admin: String,
+    pub metrics: Arc<Metrics>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    run: std::thread::JoinHandle<Result<RunSummary, atowatch::kafka::KafkaError>>,
+    _rt: tokio::runtime::Runtime,
+}
+
+impl DecisionsInstance {
+    pub fn start(cfg: Config) -> DecisionsInstance {
+        let metrics = Arc::new(Metrics::new());
+        let decisions = Arc::new(atowatch::decisions::DecisionTable::new());
+        let rt = http_runtime();
+        let addr = serve_decisions(
+            &rt,
+            &metrics,
+            &decisions,
+            Some(READ_TOKEN),
+            Some(ADMIN_TOKEN),
+        );
+        let no_admin = serve_decisions(&rt, &metrics, &decisions, Some(READ_TOKEN), None);
+        let opts = RunOptions {
+            decisions,
+            ..RunOptions::default()
+        };
+        let stop = opts.stop.clone();
+        let m = metrics.clone();
+        let run = std::thread::spawn(move || kafka::run(cfg, m, Arc::new(Health::default()), opts));
+        DecisionsInstance {
+            addr,
+            no_admin,
+            metrics,
+            stop,
+            run,
+            _rt: rt,
+        }
+    }
+
+    /// The decisions in force, as a bouncer reads them.
+    pub fn active(&self) -> Vec<serde_json::Value> {
+        let (status, body) = http_request(&self.addr, "GET", "/v1/decisions", Some(READ_TOKEN));
+        assert_eq!(status, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        v["decisions"].as_array().unwrap().clone()
+    }
+
+    /// A decisions counter scraped from `/metrics`, for IP bans.
+    pub fn ip_bans_counted(&self, name: &str) -> f64 {
+        let scraped = parse_metrics(&http_get(&self.addr, "/metrics").1);
+        metric_sum(&scraped, name, &[("action", "ban"), ("scope", "ip")])
+    }
+
+    /// Stops the run gracefully; it must have succeeded.
+    pub fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.run.join().unwrap().expect("run");
+    }
+}
+
 /// The decisions API as `run` serves it, over one table, with these tokens; serves on
 /// `rt` (keep it alive) and returns the address. Call it twice for two configurations.
 pub fn serve_decisions(
