@@ -197,7 +197,7 @@ pub struct ManualRequest {
     /// `ban` (the default) or `challenge`.
     #[serde(rename = "type", default = "ban")]
     pub action: Action,
-    /// `30m`, `4h`, `7d`: at most a year.
+    /// `30m`, `4h`, `7d`: from one second to 366 days.
     pub duration: String,
     /// Who asked and why, for whoever reads the decision later: required.
     pub reason: String,
