@@ -21,24 +21,31 @@ pub struct Traces {
     next: u8,
 }
 
+/// Lower-case hex digit values by byte, 0xff for anything else (upper case too: the id
+/// must come back as the same text). One load per digit, where a range match took
+/// several branches: every failure's trace id goes through here.
+static LOWER_HEX: [u8; 256] = {
+    let mut t = [0xffu8; 256];
+    let mut i = 0;
+    while i < 16 {
+        t[b"0123456789abcdef"[i] as usize] = i as u8;
+        i += 1;
+    }
+    t
+};
+
 fn unhex(s: &[u8], out: &mut [u8]) -> bool {
     if s.len() != out.len() * 2 {
         return false;
     }
-    let d = |c: u8| -> Option<u8> {
-        match c {
-            b'0'..=b'9' => Some(c - b'0'),
-            b'a'..=b'f' => Some(c - b'a' + 10),
-            _ => None,
-        }
-    };
-    for (i, o) in out.iter_mut().enumerate() {
-        match (d(s[2 * i]), d(s[2 * i + 1])) {
-            (Some(h), Some(l)) => *o = (h << 4) | l,
-            _ => return false,
-        }
+    // Or-ing the digits keeps one branch per byte: any 0xff leaves the high bit set.
+    let mut bad = 0u8;
+    for (o, pair) in out.iter_mut().zip(s.chunks_exact(2)) {
+        let (h, l) = (LOWER_HEX[pair[0] as usize], LOWER_HEX[pair[1] as usize]);
+        bad |= h | l;
+        *o = (h << 4) | (l & 0xf);
     }
-    true
+    bad & 0x80 == 0
 }
 
 impl Traces {
@@ -258,5 +265,29 @@ mod tests {
             t.recent().collect::<Vec<_>>(),
             vec![xray.to_string(), w3c.to_string()]
         );
+    }
+
+    proptest::proptest! {
+        /// The table-driven decoder accepts exactly lower-case hex, and decodes it as
+        /// `u8::from_str_radix` does, pair by pair.
+        #[test]
+        fn unhex_accepts_exactly_lower_case_hex(
+            s in "[0-9a-fA-F\\-g ]{0,34}",
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..34),
+        ) {
+            for s in [s.as_bytes(), &bytes[..]] {
+                let mut out = vec![0u8; s.len() / 2];
+                let got = unhex(s, &mut out);
+                let lower = |c: &u8| c.is_ascii_digit() || (b'a'..=b'f').contains(c);
+                let want = s.len() % 2 == 0 && s.iter().all(lower);
+                proptest::prop_assert_eq!(got, want, "{:?}", s);
+                if want {
+                    for (pair, o) in s.chunks(2).zip(&out) {
+                        let v = u8::from_str_radix(std::str::from_utf8(pair).unwrap(), 16).unwrap();
+                        proptest::prop_assert_eq!(*o, v);
+                    }
+                }
+            }
+        }
     }
 }
