@@ -329,7 +329,7 @@ pub struct DecisionTable {
     /// read the decision's own record from the topic, and that must not bring it back;
     /// a newer decision on the entity is welcome. Evictions are remembered only while
     /// this holds fewer than `max_active`: past that, a record read back is evicted again.
-    lifted_created: DashMap<String, (i64, i64)>,
+    ended_early: DashMap<String, (i64, i64)>,
 }
 
 impl Default for DecisionTable {
@@ -341,7 +341,7 @@ impl Default for DecisionTable {
             added: Mutex::new(Vec::new()),
             ended: Mutex::new(VecDeque::new()),
             lifted: Mutex::new(Vec::new()),
-            lifted_created: DashMap::new(),
+            ended_early: DashMap::new(),
         }
     }
 }
@@ -416,22 +416,14 @@ impl DecisionTable {
         let mut gone = Vec::with_capacity(n);
         for (_, _, id) in all.into_iter().take(n) {
             if let Some((_, d)) = self.active.remove(&id) {
-                if self.lifted_created.len() < cap {
-                    self.lifted_created
+                if self.ended_early.len() < cap {
+                    self.ended_early
                         .insert(d.id.clone(), (d.created_ms, d.until_ms));
                 }
                 gone.push(d);
             }
         }
-        {
-            let mut ended = self.ended.lock().unwrap_or_else(|p| p.into_inner());
-            for d in &gone {
-                ended.push_back((now_ms, d.clone()));
-            }
-            while ended.len() > ENDED_MAX {
-                ended.pop_front();
-            }
-        }
+        self.record_ended(&gone, now_ms);
         self.evicted
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -471,8 +463,8 @@ impl DecisionTable {
     /// Removes decisions whose time is up; returns them (for tombstones).
     pub fn expire(&self, now_ms: i64) -> Vec<Decision> {
         let mut gone = Vec::new();
-        if !self.lifted_created.is_empty() {
-            self.lifted_created.retain(|_, (_, until)| *until > now_ms);
+        if !self.ended_early.is_empty() {
+            self.ended_early.retain(|_, (_, until)| *until > now_ms);
         }
         self.active.retain(|_, d| {
             if d.until_ms <= now_ms {
@@ -483,29 +475,31 @@ impl DecisionTable {
             }
         });
         if !gone.is_empty() {
-            let mut ended = self.ended.lock().unwrap_or_else(|p| p.into_inner());
-            for d in &gone {
-                ended.push_back((now_ms, d.clone()));
-            }
-            while ended.len() > ENDED_MAX
-                || ended
-                    .front()
-                    .is_some_and(|(t, _)| now_ms - t > ENDED_KEEP_MS)
-            {
-                ended.pop_front();
-            }
+            self.record_ended(&gone, now_ms);
         }
         gone
+    }
+
+    /// Keeps decisions that ended at `now_ms` for `?since=` pollers, forgetting the
+    /// oldest past `ENDED_MAX` or `ENDED_KEEP_MS`.
+    fn record_ended(&self, gone: &[Decision], now_ms: i64) {
+        let mut ended = self.ended.lock().unwrap_or_else(|p| p.into_inner());
+        for d in gone {
+            ended.push_back((now_ms, d.clone()));
+        }
+        while ended.len() > ENDED_MAX
+            || ended
+                .front()
+                .is_some_and(|(t, _)| now_ms - t > ENDED_KEEP_MS)
+        {
+            ended.pop_front();
+        }
     }
 
     /// Ends a decision another instance ended (a tombstone on the decisions topic).
     pub fn remove(&self, id: &str, now_ms: i64) -> Option<Decision> {
         let (_, d) = self.active.remove(id)?;
-        let mut ended = self.ended.lock().unwrap_or_else(|p| p.into_inner());
-        ended.push_back((now_ms, d.clone()));
-        if ended.len() > ENDED_MAX {
-            ended.pop_front();
-        }
+        self.record_ended(std::slice::from_ref(&d), now_ms);
         Some(d)
     }
 
@@ -515,7 +509,7 @@ impl DecisionTable {
     /// `None` if no decision with this id is active.
     pub fn lift(&self, id: &str, now_ms: i64) -> Option<Decision> {
         let d = self.remove(id, now_ms)?;
-        self.lifted_created
+        self.ended_early
             .insert(d.id.clone(), (d.created_ms, d.until_ms));
         self.lifted
             .lock()
@@ -546,11 +540,7 @@ impl DecisionTable {
         if until <= now_ms {
             return false;
         }
-        if self
-            .lifted_created
-            .get(&d.id)
-            .is_some_and(|l| created <= l.0)
-        {
+        if self.ended_early.get(&d.id).is_some_and(|l| created <= l.0) {
             return false;
         }
         self.upsert(d, now_ms);

@@ -205,7 +205,8 @@ fn count_decision(counter: &prometheus::IntCounterVec, d: &Decision) {
 
 /// Rides with each record as its delivery opaque.
 pub struct OutMeta {
-    /// The event whose offset waits for this record; none for tombstones.
+    /// The event whose offset waits for this record; none for tombstones and for
+    /// decisions added by hand.
     origin: Option<Origin>,
     kind: OutKind,
     /// Kafka timestamp of the event that caused the output, for the latency histogram.
